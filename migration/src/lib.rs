@@ -1,0 +1,15 @@
+//! Schema migrations of fastpix-sync, applied on start (`fastpix-sync serve`) or alone (`fastpix-sync migrate`).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_tables;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_create_tables::Migration)]
+    }
+}

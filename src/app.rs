@@ -1,0 +1,106 @@
+//! Building the application from settings: database, state, router, listener; and running it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::net::TcpListener;
+
+use crate::config::{Settings, redact_url};
+use crate::events::Bus;
+use crate::webhook::verify::BadSecret;
+use crate::webhook::{Intake, Secrets};
+
+/// Changes kept for subscribers that fall behind.
+pub const BUS_CAPACITY: usize = 1024;
+
+/// Shared state of every handler. Cheap to clone: each field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// Connection pool.
+    pub db: DatabaseConnection,
+    /// Webhook intake (verification keys, the SQLite writer lock, the bus).
+    pub intake: Intake,
+    /// Committed changes, for subscriptions.
+    pub bus: Bus,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to listen on {0} without a webhook secret: set FASTPIX_WEBHOOK_SECRET (or --webhook-secret) to the endpoint's signing secret from the FastPix dashboard, or listen on a loopback address for local development"
+    )]
+    InsecureListen(SocketAddr),
+    #[error(transparent)]
+    BadSecret(#[from] BadSecret),
+    #[error("cannot open the database at {url}: {source}")]
+    Database { url: String, source: DbErr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built application: migrated database, state, and a bound listener.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Validates settings, connects and migrates the database, and binds the listener.
+    pub async fn build(settings: &Settings) -> Result<Self, StartError> {
+        let secrets = Secrets::parse(settings.webhook_secret.as_deref())?;
+        if secrets.is_empty() {
+            if !settings.listen.ip().is_loopback() {
+                return Err(StartError::InsecureListen(settings.listen));
+            }
+            tracing::warn!(
+                "FASTPIX_WEBHOOK_SECRET is not set: accepting unsigned webhooks (fine for local development only)"
+            );
+        }
+        let db = crate::db::connect_and_migrate(&settings.database_url)
+            .await
+            .map_err(|source| StartError::Database {
+                url: redact_url(&settings.database_url),
+                source,
+            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let bus = Bus::new(BUS_CAPACITY);
+        let intake = Intake::new(db.clone(), secrets, bus.clone());
+        Ok(Self {
+            listener,
+            state: AppState { db, intake, bus },
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = crate::http::router(self.state);
+        tracing::info!(address = %self.listener.local_addr()?, "listening");
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

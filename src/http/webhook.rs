@@ -1,0 +1,38 @@
+//! `POST /webhooks/fastpix`.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::MAX_WEBHOOK_BYTES;
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/webhooks/fastpix", post(receive))
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|rejection| match rejection {
+        BytesRejection::FailedToBufferBody(_) if rejection.status().as_u16() == 413 => {
+            ApiError::PayloadTooLarge {
+                limit: MAX_WEBHOOK_BYTES,
+            }
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    let signature = headers
+        .get("fastpix-signature")
+        .and_then(|value| value.to_str().ok());
+    let reply = state.intake.ingest(&body, signature).await?;
+    Ok(Json(json!({ "status": reply.status() })))
+}

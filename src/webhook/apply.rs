@@ -1,0 +1,172 @@
+//! Applying one event to its entity inside the intake transaction.
+//!
+//! Invariant: every entity row equals the fold, in order-key order, of every stored event about it. An event
+//! newer than the row's key is one more step of that fold; an older one (a late or out-of-order delivery)
+//! makes the entity fold again from its stored history. So any permutation of a set of events, with any
+//! duplicates, ends in the same rows, and `replay` (one fold over the whole log) rebuilds them exactly.
+
+use sea_orm::{ConnectionTrait, DbErr};
+
+use super::event::{EntityRef, Event, OrderKey, Resolution, resolve};
+use super::fields;
+use super::live::{self, LiveState};
+use super::media::{self, MediaState};
+use super::simulcast::{self, TargetState, listed_targets};
+use crate::store::{entities, events, lock_entity};
+
+/// An entity's new state after an event changed it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Changed {
+    Media(MediaState),
+    LiveStream(LiveState),
+    SimulcastTarget(TargetState),
+}
+
+/// What applying an event did: whether its own entity changed, and every entity that did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub primary_changed: bool,
+    pub changes: Vec<Changed>,
+}
+
+/// Applies `event` to `entity` and to the entities it drags along (a stream's simulcast targets).
+pub async fn apply(
+    db: &impl ConnectionTrait,
+    entity: &EntityRef,
+    event: &Event,
+) -> Result<Applied, DbErr> {
+    let mut applied = Applied::default();
+    match entity {
+        EntityRef::Media(id) => {
+            if let Some(state) = apply_media(db, id, event).await? {
+                applied.primary_changed = true;
+                applied.changes.push(Changed::Media(state));
+            }
+        }
+        EntityRef::LiveStream(id) => {
+            if let Some(state) = apply_live(db, id, event).await? {
+                applied.primary_changed = true;
+                applied.changes.push(Changed::LiveStream(state));
+            }
+            for target in targets_touched(db, id, event).await? {
+                if let Some(state) = apply_target(db, &target, id, event).await? {
+                    applied.changes.push(Changed::SimulcastTarget(state));
+                }
+            }
+        }
+        EntityRef::SimulcastTarget { id, parent } => {
+            if let Some(state) = apply_target(db, id, parent, event).await? {
+                applied.primary_changed = true;
+                applied.changes.push(Changed::SimulcastTarget(state));
+            }
+        }
+    }
+    Ok(applied)
+}
+
+fn is_late(row_key: OrderKey, event: &Event) -> bool {
+    row_key > event.key
+}
+
+async fn apply_media(
+    db: &impl ConnectionTrait,
+    id: &str,
+    event: &Event,
+) -> Result<Option<MediaState>, DbErr> {
+    lock_entity(db, "media", id).await?;
+    let old = entities::load_media(db, id).await?;
+    let new = match &old {
+        Some(o) if is_late(key(&o.row.last_event_ns, &o.row.last_event_id), event) => {
+            let history = events::history(db, "media", id, None).await?;
+            history
+                .iter()
+                .fold(None, |state, e| Some(media::step(state.as_ref(), id, e)))
+                .unwrap_or_else(|| o.clone())
+        }
+        _ => media::step(old.as_ref(), id, event),
+    };
+    if old.as_ref() == Some(&new) {
+        return Ok(None);
+    }
+    entities::save_media(db, old.as_ref(), &new).await?;
+    Ok(Some(new))
+}
+
+async fn apply_live(
+    db: &impl ConnectionTrait,
+    id: &str,
+    event: &Event,
+) -> Result<Option<LiveState>, DbErr> {
+    lock_entity(db, "live_stream", id).await?;
+    let old = entities::load_live(db, id).await?;
+    let new = match &old {
+        Some(o) if is_late(key(&o.row.last_event_ns, &o.row.last_event_id), event) => {
+            let history = events::history(db, "live_stream", id, None).await?;
+            history
+                .iter()
+                .fold(None, |state, e| Some(live::step(state.as_ref(), id, e)))
+                .unwrap_or_else(|| o.clone())
+        }
+        _ => live::step(old.as_ref(), id, event),
+    };
+    if old.as_ref() == Some(&new) {
+        return Ok(None);
+    }
+    entities::save_live(db, old.as_ref(), &new).await?;
+    Ok(Some(new))
+}
+
+/// The targets a stream event concerns: those it lists, and on `idle` every target of the stream.
+async fn targets_touched(
+    db: &impl ConnectionTrait,
+    stream: &str,
+    event: &Event,
+) -> Result<Vec<String>, DbErr> {
+    let mut ids: Vec<String> = listed_targets(&event.envelope.data)
+        .filter_map(|entry| fields::text(entry, &["simulcastId"]))
+        .collect();
+    if event.verb() == "idle" {
+        ids.extend(entities::target_ids_of(db, stream).await?);
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+async fn apply_target(
+    db: &impl ConnectionTrait,
+    id: &str,
+    parent: &str,
+    event: &Event,
+) -> Result<Option<TargetState>, DbErr> {
+    lock_entity(db, "simulcast_target", id).await?;
+    let old = entities::load_target(db, id).await?;
+    let new = match &old {
+        Some(o) if is_late(key(&o.last_event_ns, &o.last_event_id), event) => {
+            let parent = o.live_stream_id.clone();
+            let history = events::history(db, "simulcast_target", id, Some(&parent)).await?;
+            history.iter().fold(None, |state: Option<TargetState>, e| {
+                let parent = match resolve(&e.envelope) {
+                    Resolution::Entity(EntityRef::SimulcastTarget { parent, .. }) => parent,
+                    _ => parent.clone(),
+                };
+                simulcast::step(state.as_ref(), id, &parent, e).or(state)
+            })
+        }
+        _ => simulcast::step(old.as_ref(), id, parent, event),
+    };
+    match new {
+        Some(new) if old.as_ref() != Some(&new) => {
+            entities::save_target(db, old.as_ref(), &new).await?;
+            Ok(Some(new))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn key(ns: &i64, id: &str) -> OrderKey {
+    OrderKey {
+        ns: *ns,
+        id: id.to_owned(),
+    }
+}

@@ -1,0 +1,286 @@
+//! `spawn_app()` and the tools the tests share.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use fastpix_sync::app::Application;
+use fastpix_sync::config::Settings;
+use fastpix_sync::webhook::verify::sign;
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait, QueryOrder, Statement,
+};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// The signing secret of `fastpix-webhooks.md` §3.
+pub const SECRET: &str = "ZmFzdHBpeC1kZW1vLXNpZ25pbmctc2VjcmV0LTMyYiE=";
+
+/// The fixture sequences in the order of their `createdAt`.
+pub const MEDIA_SEQUENCE: [&str; 7] = [
+    "video.media.created",
+    "video.media.ready",
+    "video.media.upload",
+    "video.upload.media_created",
+    "video.media.failed",
+    "video.media.updated",
+    "video.media.deleted",
+];
+pub const LIVE_SEQUENCE: [&str; 16] = [
+    "video.live_stream.created",
+    "video.live_stream.simulcast_target.created",
+    "video.live_stream.preparing",
+    "video.live_stream.connected",
+    "video.live_stream.recording",
+    "video.live_stream.active",
+    "video.live_stream.simulcast_target.starting",
+    "video.media.live_stream.created",
+    "video.live_stream.simulcast_target.broadcasting",
+    "video.live_stream.simulcast_target.updated",
+    "video.live_stream.disconnected",
+    "video.live_stream.idle",
+    "video.live_stream.updated",
+    "video.live_stream.simulcast_target.deleted",
+    "video.live_stream.disabled",
+    "video.live_stream.deleted",
+];
+
+pub const MEDIA_ID: &str = "7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d";
+pub const UPLOAD_ID: &str = "3f9a8b7c-6d5e-4f3a-9b2c-1d0e9f8a7b6c";
+pub const FAILED_ID: &str = "9c8b7a6f-5e4d-4c3b-a2a1-0f9e8d7c6b5a";
+pub const RECORDING_ID: &str = "c4d5e6f7-a8b9-4c0d-9e1f-2a3b4c5d6e7f";
+pub const STREAM_ID: &str = "4b1f9e2c7d3a8e5f6a0b1c2d3e4f5a6b";
+pub const TARGET_ID: &str = "8e2f4a6c1b3d5e7f9a0b2c4d6e8f0a1b";
+
+/// The exact bytes of a fixture in `tests/fixtures/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A database of a test's own: a SQLite file in a temporary folder, or a new PostgreSQL database when
+/// `TEST_DATABASE_URL` is set. The PostgreSQL database is dropped when this is dropped.
+pub struct TestDb {
+    pub url: String,
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub async fn new() -> Self {
+        match std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            Some(admin_url) => Self::postgres(admin_url).await,
+            None => {
+                let dir = tempfile::tempdir().expect("temporary folder");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    postgres: None,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    async fn postgres(admin_url: String) -> Self {
+        let name = format!(
+            "fastpix_test_{}_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed),
+            chrono::Utc::now().timestamp_micros()
+        );
+        let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("TEST_DATABASE_URL is set but PostgreSQL does not answer at {admin_url}: {e}")
+        });
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("creating the test database");
+        admin.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        Self {
+            url: format!("{base}/{name}"),
+            postgres: Some((admin_url.clone(), name)),
+            _dir: None,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        if self.is_postgres() {
+            DbBackend::Postgres
+        } else {
+            DbBackend::Sqlite
+        }
+    }
+
+    /// The PostgreSQL database name (panics on SQLite).
+    pub fn pg_name(&self) -> &str {
+        &self
+            .postgres
+            .as_ref()
+            .expect("a PostgreSQL test database")
+            .1
+    }
+
+    /// A connection with administrative rights on the server (PostgreSQL only).
+    pub async fn admin(&self) -> DatabaseConnection {
+        let (admin_url, _) = self.postgres.as_ref().expect("a PostgreSQL test database");
+        Database::connect(admin_url)
+            .await
+            .expect("admin connection")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Async work cannot run in `drop`: use a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                if let Ok(admin) = Database::connect(&admin_url).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+            Ok::<_, std::io::Error>(())
+        })
+        .join();
+    }
+}
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// A connection of the test's own to the server's database, for looking at rows.
+    pub db: DatabaseConnection,
+    pub test_db: TestDb,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts the real server on 127.0.0.1:0 with a fresh database and the test signing secret.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(TestDb::new().await).await
+}
+
+pub async fn spawn_app_on(test_db: TestDb) -> TestApp {
+    let mut settings = Settings::for_tests(test_db.url.clone());
+    settings.webhook_secret = Some(SECRET.to_owned());
+    let app = Application::build(&settings).await.expect("the app starts");
+    let address = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let db = Database::connect(&test_db.url)
+        .await
+        .expect("test connection");
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        db,
+        test_db,
+        _stop: stop,
+    }
+}
+
+impl TestApp {
+    /// Posts a body with the given `FastPix-Signature` (none when `None`).
+    pub async fn post_webhook(
+        &self,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/webhooks/fastpix", self.address))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("FastPix-Signature", signature);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Signs and posts a body; returns the HTTP status and the `status` field of the answer.
+    pub async fn deliver(&self, body: &[u8]) -> (u16, String) {
+        let response = self
+            .post_webhook(body.to_vec(), Some(sign(SECRET, body)))
+            .await;
+        let code = response.status().as_u16();
+        let json: Value = response.json().await.unwrap_or(Value::Null);
+        (code, json["status"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Signs and posts a fixture; asserts a 200.
+    pub async fn deliver_fixture(&self, name: &str) -> String {
+        let (code, status) = self.deliver(&fixture(name)).await;
+        assert_eq!(code, 200, "{name}");
+        status
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .expect("count query")
+            .expect("a row");
+        row.try_get::<i64>("", "n").expect("a count")
+    }
+
+    /// Every entity row (media, live streams, targets, playback ids) as JSON, in id order.
+    pub async fn entity_rows(&self) -> Value {
+        entity_rows(&self.db).await
+    }
+}
+
+pub async fn entity_rows(db: &DatabaseConnection) -> Value {
+    use entity::{live_stream, media, playback_id, simulcast_target};
+    let media = media::Entity::find()
+        .order_by_asc(media::Column::Id)
+        .into_json()
+        .all(db)
+        .await;
+    let live = live_stream::Entity::find()
+        .order_by_asc(live_stream::Column::Id)
+        .into_json()
+        .all(db)
+        .await;
+    let targets = simulcast_target::Entity::find()
+        .order_by_asc(simulcast_target::Column::Id)
+        .into_json()
+        .all(db)
+        .await;
+    let playback = playback_id::Entity::find()
+        .order_by_asc(playback_id::Column::Id)
+        .into_json()
+        .all(db)
+        .await;
+    serde_json::json!({
+        "media": media.expect("media rows"),
+        "live_stream": live.expect("live stream rows"),
+        "simulcast_target": targets.expect("target rows"),
+        "playback_id": playback.expect("playback rows"),
+    })
+}
