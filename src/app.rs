@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{Settings, redact_url};
 use crate::events::Bus;
+use crate::graphql::{AdminToken, AppSchema};
+use crate::metrics::Metrics;
 use crate::webhook::verify::BadSecret;
 use crate::webhook::{Intake, Secrets};
 
@@ -23,6 +25,12 @@ pub struct AppState {
     pub intake: Intake,
     /// Committed changes, for subscriptions.
     pub bus: Bus,
+    /// The GraphQL schema (holds the pool as schema data).
+    pub schema: AppSchema,
+    /// Unlocks admin-only fields.
+    pub admin: AdminToken,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +68,15 @@ impl Application {
                 "FASTPIX_WEBHOOK_SECRET is not set: accepting unsigned webhooks (fine for local development only)"
             );
         }
-        let db = crate::db::connect_and_migrate(&settings.database_url)
+        let mut db = crate::db::connect_and_migrate(&settings.database_url)
             .await
             .map_err(|source| StartError::Database {
                 url: redact_url(&settings.database_url),
                 source,
             })?;
+        let metrics = Metrics::new();
+        let counter = metrics.clone();
+        db.set_metric_callback(move |_| counter.sql_statement());
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -75,9 +86,18 @@ impl Application {
                 })?;
         let bus = Bus::new(BUS_CAPACITY);
         let intake = Intake::new(db.clone(), secrets, bus.clone());
+        let schema = crate::graphql::schema(Some(db.clone()));
+        let admin = AdminToken::new(settings.admin_token.as_deref());
         Ok(Self {
             listener,
-            state: AppState { db, intake, bus },
+            state: AppState {
+                db,
+                intake,
+                bus,
+                schema,
+                admin,
+                metrics,
+            },
         })
     }
 

@@ -36,6 +36,13 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The stable code of the error (`extensions`-style, also the `code` of the JSON body).
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+}
+
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match error {

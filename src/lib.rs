@@ -8,11 +8,12 @@
 //!
 //! - [`config`]: command line and environment settings.
 //! - [`app`]: builds state and router from settings, binds, runs until a shutdown future completes.
-//! - [`http`]: the axum routes (webhook intake, health).
+//! - [`http`]: the axum routes (webhook intake, GraphQL, playground, health, metrics).
 //! - [`webhook`]: signature check, tolerant envelope parsing, and the per-entity fold that applies events.
 //! - [`store`]: SeaORM queries, each runnable inside a transaction.
 //! - [`events`]: committed changes and the broadcast bus.
-//! - [`graphql`]: the schema.
+//! - [`graphql`]: the schema: queries, types, batch loaders, admin guard.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`replay`]: rebuilding the entity tables from the event log.
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub mod replay;
 pub mod store;
 pub mod webhook;

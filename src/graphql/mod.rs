@@ -1,25 +1,75 @@
-//! The GraphQL schema (SPEC §4).
+//! The GraphQL API (SPEC §4): schema, per-request context (role, loaders), and error codes.
 
-use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+pub mod auth;
+pub mod errors;
+pub mod loaders;
+pub mod pagination;
+pub mod query;
+pub mod types;
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest};
+use async_graphql::{EmptyMutation, EmptySubscription, Request, Response, Schema};
+use sea_orm::DatabaseConnection;
+
+pub use auth::{AdminToken, Role};
+pub use query::Query;
 
 pub type AppSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
-pub struct Query;
+/// Deepest selection accepted (a stream's targets' stream's recordings… is 6 or so).
+pub const MAX_DEPTH: usize = 12;
+/// Largest query complexity accepted: each field costs 1, a connection `first × its selection`.
+pub const MAX_COMPLEXITY: usize = 20_000;
 
-#[Object]
-impl Query {
-    /// The version of fastpix-sync serving this API.
-    async fn api_version(&self) -> &'static str {
-        env!("CARGO_PKG_VERSION")
+/// Builds the schema. The database pool is schema data; role and loaders are per request.
+pub fn schema(db: Option<DatabaseConnection>) -> AppSchema {
+    let mut builder = Schema::build(Query, EmptyMutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .extension(ErrorCodes);
+    if let Some(db) = db {
+        builder = builder.data(db);
     }
-}
-
-/// Builds the schema.
-pub fn schema() -> AppSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription).finish()
+    builder.finish()
 }
 
 /// The SDL of the schema, as `fastpix-sync schema` prints it and `schema.graphql` holds it.
 pub fn sdl() -> String {
-    schema().sdl()
+    schema(None).sdl()
+}
+
+/// Adds the per-request data: the caller's role and a fresh set of batch loaders.
+pub fn prepare(request: Request, db: &DatabaseConnection, role: Role) -> Request {
+    request.data(role).data(loaders::loaders(db.clone()))
+}
+
+/// Gives every error an `extensions.code`: resolvers set theirs; what the engine reports before any
+/// resolver runs (syntax, validation, depth and complexity limits) is `BAD_USER_INPUT`.
+struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodes)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for ErrorCodes {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        for error in &mut response.errors {
+            let extensions = error.extensions.get_or_insert_with(Default::default);
+            if extensions.get("code").is_none() {
+                let code = if error.path.is_empty() {
+                    "BAD_USER_INPUT"
+                } else {
+                    "INTERNAL"
+                };
+                extensions.set("code", code);
+            }
+        }
+        response
+    }
 }

@@ -1,7 +1,7 @@
-//! `GET /healthz` (the process runs) and `GET /readyz` (the database answers and is migrated).
+//! `GET /healthz` (the process runs), `GET /readyz` (the database answers and is migrated), `GET /metrics`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ pub fn router() -> Router<AppState> {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
@@ -25,4 +26,16 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             Json(json!({ "error": { "code": "NOT_READY", "message": reason } })),
         ),
     }
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }

@@ -1,6 +1,8 @@
 //! The only axum code: routes, and the handlers that call into the service.
 
+mod graphql;
 mod health;
+mod playground;
 mod webhook;
 
 use axum::Router;
@@ -18,6 +20,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(webhook::router())
         .merge(health::router())
+        .merge(graphql::router())
+        .merge(playground::router())
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))

@@ -1,5 +1,7 @@
 //! `POST /webhooks/fastpix`.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -33,6 +35,19 @@ async fn receive(
     let signature = headers
         .get("fastpix-signature")
         .and_then(|value| value.to_str().ok());
-    let reply = state.intake.ingest(&body, signature).await?;
-    Ok(Json(json!({ "status": reply.status() })))
+    let started = Instant::now();
+    let result = state.intake.ingest(&body, signature).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(ingested) => {
+            let status = ingested.reply.status();
+            state.metrics.webhook(&ingested.event_type, status, seconds);
+            Ok(Json(json!({ "status": status })))
+        }
+        Err(error) => {
+            let error = ApiError::from(error);
+            state.metrics.webhook("", error.code(), seconds);
+            Err(error)
+        }
+    }
 }

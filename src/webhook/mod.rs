@@ -64,6 +64,13 @@ impl Reply {
     }
 }
 
+/// A handled delivery: the answer and the event type (empty for a probe).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    pub reply: Reply,
+    pub event_type: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("missing or invalid FastPix-Signature header")]
@@ -102,9 +109,16 @@ impl Intake {
 
     /// Handles one delivery's raw body and `FastPix-Signature` header value.
     #[tracing::instrument(name = "ingest", skip_all, fields(event_id, event_type, outcome))]
-    pub async fn ingest(&self, raw: &[u8], signature: Option<&str>) -> Result<Reply, IngestError> {
+    pub async fn ingest(
+        &self,
+        raw: &[u8],
+        signature: Option<&str>,
+    ) -> Result<Ingested, IngestError> {
         if let Body::Probe = classify(raw) {
-            return Ok(Reply::Ping);
+            return Ok(Ingested {
+                reply: Reply::Ping,
+                event_type: String::new(),
+            });
         }
         if !self.secrets.is_empty() && !self.secrets.verify(raw, signature) {
             return Err(IngestError::Unauthorized);
@@ -116,9 +130,10 @@ impl Intake {
         let span = tracing::Span::current();
         span.record("event_id", envelope.id.as_str());
         span.record("event_type", envelope.event_type.as_str());
+        let event_type = envelope.event_type.clone();
         let reply = self.store(envelope, text).await?;
         span.record("outcome", reply.status());
-        Ok(reply)
+        Ok(Ingested { reply, event_type })
     }
 
     async fn store(&self, envelope: Envelope, raw: &str) -> Result<Reply, IngestError> {

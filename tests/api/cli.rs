@@ -60,3 +60,77 @@ fn schema_graphql_is_up_to_date() {
         );
     }
 }
+
+/// Runs the real binary at the most verbose log level, feeds it the live fixtures and admin queries, and
+/// checks that no secret reaches its logs.
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_fastpix-sync"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/x.db?mode=rwc", dir.path().display()),
+        )
+        .env("FASTPIX_SYNC_ADMIN_TOKEN", "log-test-admin-token")
+        .env("FASTPIX_WEBHOOK_SECRET", crate::helpers::SECRET)
+        .env("RUST_LOG", "trace")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut log = String::new();
+    let address = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).await.unwrap() > 0,
+            "the server stopped:\n{log}"
+        );
+        log.push_str(&line);
+        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+            && entry["fields"]["message"] == "listening"
+        {
+            break entry["fields"]["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    for name in crate::helpers::LIVE_SEQUENCE {
+        let body = crate::helpers::fixture(name);
+        let signature = fastpix_sync::webhook::verify::sign(crate::helpers::SECRET, &body);
+        let response = client
+            .post(format!("http://{address}/webhooks/fastpix"))
+            .header("FastPix-Signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let query = "{ liveStreams(includeDeleted: true) { nodes { streamKey srtSecret simulcastTargets { url } } } webhookEvents { nodes { payload } } }";
+    for token in ["log-test-admin-token", "wrong"] {
+        client
+            .post(format!("http://{address}/graphql"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await
+            .unwrap();
+    }
+    server.start_kill().unwrap();
+    stderr.read_to_string(&mut log).await.unwrap();
+    assert!(log.lines().count() > 20, "trace logging is on:\n{log}");
+    let mut secrets = crate::queries::secrets_of_the_live_fixtures();
+    secrets.extend([
+        crate::helpers::SECRET.to_owned(),
+        "log-test-admin-token".to_owned(),
+    ]);
+    for secret in secrets {
+        assert!(
+            !log.contains(&secret),
+            "the log contains a secret ({secret})"
+        );
+    }
+}

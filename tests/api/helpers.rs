@@ -15,6 +15,9 @@ use tokio::sync::oneshot;
 /// The signing secret of `fastpix-webhooks.md` §3.
 pub const SECRET: &str = "ZmFzdHBpeC1kZW1vLXNpZ25pbmctc2VjcmV0LTMyYiE=";
 
+/// The admin token of test servers.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 /// The fixture sequences in the order of their `createdAt`.
 pub const MEDIA_SEQUENCE: [&str; 7] = [
     "video.media.created",
@@ -183,6 +186,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_on(test_db: TestDb) -> TestApp {
     let mut settings = Settings::for_tests(test_db.url.clone());
     settings.webhook_secret = Some(SECRET.to_owned());
+    settings.admin_token = Some(ADMIN_TOKEN.to_owned());
     let app = Application::build(&settings).await.expect("the app starts");
     let address = format!("http://{}", app.local_addr());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -247,6 +251,46 @@ impl TestApp {
             .expect("count query")
             .expect("a row");
         row.try_get::<i64>("", "n").expect("a count")
+    }
+
+    /// Runs a GraphQL query over `POST /graphql`, as an admin when `admin`; returns the whole answer.
+    pub async fn graphql(&self, query: &str, variables: Value, admin: bool) -> Value {
+        let mut request = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        if admin {
+            request = request.bearer_auth(ADMIN_TOKEN);
+        }
+        let response = request.send().await.expect("request sent");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("a JSON answer")
+    }
+
+    /// Runs a query that must succeed; returns its `data`.
+    pub async fn query(&self, query: &str, variables: Value) -> Value {
+        let answer = self.graphql(query, variables, true).await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+        answer["data"].clone()
+    }
+
+    /// The value of a counter or gauge in `GET /metrics` (summed over label sets matching `labels`).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| line.split([' ', '{']).next() == Some(name))
+            .filter(|line| labels.iter().all(|label| line.contains(label)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Every entity row (media, live streams, targets, playback ids) as JSON, in id order.

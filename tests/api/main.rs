@@ -8,4 +8,6 @@ mod cli;
 mod failure;
 mod intake;
 mod ordering;
+mod playground;
+mod queries;
 mod replay;

@@ -1,0 +1,507 @@
+//! Acceptance 1–3 of the GraphQL issue: every query field, filter and pagination edge; batching; admin fields.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Delivers every fixture in `createdAt` order except the URL media's deletion.
+async fn deliver_everything_but_the_deletion(app: &TestApp) {
+    for name in MEDIA_SEQUENCE.iter().chain(LIVE_SEQUENCE.iter()) {
+        if *name != "video.media.deleted" {
+            app.deliver_fixture(name).await;
+        }
+    }
+}
+
+fn ids(nodes: &Value) -> Vec<&str> {
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn media_queries_answer_from_webhook_data() {
+    let app = spawn_app().await;
+    deliver_everything_but_the_deletion(&app).await;
+
+    let data = app
+        .query(
+            r#"query($p: String!) { mediaByPlaybackId(playbackId: $p) {
+                id status title durationSeconds aspectRatio maxResolution sourceResolution isAudioOnly
+                playbackIds { id accessPolicy } tracks { id type width height frameRate languageCode }
+                metadata thumbnailUrl liveStream { id } createdAt updatedAt deletedAt lastEventType lastEventAt } }"#,
+            json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" }),
+        )
+        .await;
+    let media = &data["mediaByPlaybackId"];
+    assert_eq!(media["id"], MEDIA_ID);
+    assert_eq!(media["status"], "READY");
+    assert_eq!(media["durationSeconds"], 183.0);
+    assert_eq!(
+        media["playbackIds"],
+        json!([{ "id": "a1b2c3d4-e5f6-4789-9abc-def012345678", "accessPolicy": "public" }])
+    );
+    assert_eq!(media["tracks"][0]["type"], "video");
+    assert_eq!(media["tracks"][0]["frameRate"], "30.000");
+    assert_eq!(media["metadata"]["courseId"], "algebra-101");
+    assert_eq!(media["liveStream"], Value::Null);
+    assert_eq!(media["lastEventType"], "video.media.updated");
+    assert!(
+        media["lastEventAt"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-06-22T14:02:10.006718220")
+    );
+    assert_eq!(media["deletedAt"], Value::Null);
+
+    let recording = app
+        .query(
+            "query($id: ID!) { media(id: $id) { status liveStream { id status } } }",
+            json!({ "id": RECORDING_ID }),
+        )
+        .await;
+    assert_eq!(recording["media"]["liveStream"]["id"], STREAM_ID);
+
+    let missing = app
+        .graphql(r#"{ media(id: "nope") { id } }"#, json!({}), false)
+        .await;
+    assert_eq!(missing["data"]["media"], Value::Null);
+    assert_eq!(missing["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    let missing = app
+        .graphql(
+            r#"{ mediaByPlaybackId(playbackId: "nope") { id } }"#,
+            json!({}),
+            false,
+        )
+        .await;
+    assert_eq!(missing["errors"][0]["extensions"]["code"], "NOT_FOUND");
+
+    let failed = app
+        .query(
+            "{ mediaList(status: [FAILED]) { nodes { id status } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(ids(&failed["mediaList"]["nodes"]), [FAILED_ID]);
+    let all = app.query("{ mediaList { nodes { id } } }", json!({})).await;
+    assert_eq!(all["mediaList"]["nodes"].as_array().unwrap().len(), 4);
+
+    app.deliver_fixture("video.media.deleted").await;
+    let all = app.query("{ mediaList { nodes { id } } }", json!({})).await;
+    assert!(
+        !ids(&all["mediaList"]["nodes"]).contains(&MEDIA_ID),
+        "deleted media are hidden"
+    );
+    let all = app
+        .query(
+            "{ mediaList(includeDeleted: true) { nodes { id status deletedAt } } }",
+            json!({}),
+        )
+        .await;
+    assert!(ids(&all["mediaList"]["nodes"]).contains(&MEDIA_ID));
+    let tomb = app
+        .query(
+            "query($id: ID!) { media(id: $id) { status deletedAt } }",
+            json!({ "id": MEDIA_ID }),
+        )
+        .await;
+    assert_eq!(tomb["media"]["status"], "DELETED");
+    assert!(tomb["media"]["deletedAt"].is_string());
+}
+
+#[tokio::test]
+async fn live_stream_and_simulcast_queries_answer_from_webhook_data() {
+    let app = spawn_app().await;
+    for name in &LIVE_SEQUENCE[..10] {
+        app.deliver_fixture(name).await;
+    }
+    let fields = "id status encoderConnected recording playbackIds { id } maxResolution reconnectWindowSeconds
+        maxDurationSeconds enableRecording lowLatency mediaPolicy metadata trial createdAt deletedAt lastEventType lastEventAt
+        simulcastTargets { id liveStreamId status isEnabled metadata lastEventType } recordings { id status }";
+    let by_id = app
+        .query(
+            &format!("query($id: ID!) {{ liveStream(id: $id) {{ {fields} }} }}"),
+            json!({ "id": STREAM_ID }),
+        )
+        .await;
+    let stream = &by_id["liveStream"];
+    assert_eq!(
+        (
+            stream["status"].as_str(),
+            stream["encoderConnected"].as_bool(),
+            stream["recording"].as_bool()
+        ),
+        (Some("ACTIVE"), Some(true), Some(true))
+    );
+    assert_eq!(stream["maxDurationSeconds"], 0);
+    assert_eq!(stream["reconnectWindowSeconds"], 60);
+    assert_eq!(stream["simulcastTargets"][0]["id"], TARGET_ID);
+    assert_eq!(stream["simulcastTargets"][0]["status"], "IDLE");
+    assert_eq!(stream["simulcastTargets"][0]["isEnabled"], false);
+    assert_eq!(stream["recordings"][0]["id"], RECORDING_ID);
+
+    let by_playback = app
+        .query(&format!("{{ liveStreamByPlaybackId(playbackId: \"d4e5f6a7-b8c9-4012-8def-0123456789ab\") {{ {fields} }} }}"), json!({}))
+        .await;
+    assert_eq!(by_playback["liveStreamByPlaybackId"], by_id["liveStream"]);
+
+    let target = app
+        .query("query($id: ID!) { simulcastTarget(id: $id) { id liveStreamId liveStream { id } status isEnabled } }", json!({ "id": TARGET_ID }))
+        .await;
+    assert_eq!(target["simulcastTarget"]["liveStream"]["id"], STREAM_ID);
+
+    let active = app
+        .query(
+            "{ liveStreams(status: [ACTIVE]) { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(ids(&active["liveStreams"]["nodes"]), [STREAM_ID]);
+    let idle = app
+        .query(
+            "{ liveStreams(status: [IDLE, DISABLED]) { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert!(ids(&idle["liveStreams"]["nodes"]).is_empty());
+
+    for name in &LIVE_SEQUENCE[10..] {
+        app.deliver_fixture(name).await;
+    }
+    let visible = app
+        .query("{ liveStreams { nodes { id } } }", json!({}))
+        .await;
+    assert!(
+        ids(&visible["liveStreams"]["nodes"]).is_empty(),
+        "deleted streams are hidden"
+    );
+    let deleted = app
+        .query(
+            "{ liveStreams(includeDeleted: true, status: [DELETED]) { nodes { id deletedAt } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(ids(&deleted["liveStreams"]["nodes"]), [STREAM_ID]);
+}
+
+/// A media webhook with its own ids and `createdAt` (minute `n` of an hour).
+fn media_created(n: usize) -> Vec<u8> {
+    let text = String::from_utf8(fixture("video.media.created")).unwrap();
+    text.replace(MEDIA_ID, &format!("00000000-0000-4000-8000-{n:012}"))
+        .replace(
+            "a1b2c3d4-e5f6-4789-9abc-def012345678",
+            &format!("00000000-0000-4000-9000-{n:012}"),
+        )
+        .replace(
+            "0a1b2c3d-1111-4a00-8000-000000000001",
+            &format!("00000000-0000-4000-a000-{n:012}"),
+        )
+        .replace(
+            "2026-06-22T12:38:29.375182Z",
+            &format!("2026-06-22T12:{n:02}:00Z"),
+        )
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn pagination_is_newest_first_and_stable_under_inserts() {
+    let app = spawn_app().await;
+    for n in 1..=5 {
+        app.deliver(&media_created(n)).await;
+    }
+    let page = |after: Option<&str>, first: i64| {
+        let after = after.map(str::to_owned);
+        let app = &app;
+        async move {
+            app.query(
+                "query($a: String, $f: Int) { mediaList(first: $f, after: $a) { edges { cursor node { id } } nodes { id } pageInfo { hasNextPage endCursor } } }",
+                json!({ "a": after, "f": first }),
+            )
+            .await["mediaList"]
+                .clone()
+        }
+    };
+    let id = |n: usize| format!("00000000-0000-4000-8000-{n:012}");
+
+    let first = page(None, 2).await;
+    assert_eq!(ids(&first["nodes"]), [id(5), id(4)]);
+    assert_eq!(first["edges"][1]["cursor"], first["pageInfo"]["endCursor"]);
+    assert_eq!(first["pageInfo"]["hasNextPage"], true);
+
+    // A newer media arrives between pages: the next page neither repeats nor skips.
+    app.deliver(&media_created(30)).await;
+    let second = page(first["pageInfo"]["endCursor"].as_str(), 2).await;
+    assert_eq!(ids(&second["nodes"]), [id(3), id(2)]);
+    let last = page(second["pageInfo"]["endCursor"].as_str(), 2).await;
+    assert_eq!(ids(&last["nodes"]), [id(1)]);
+    assert_eq!(last["pageInfo"]["hasNextPage"], false);
+    let beyond = page(last["pageInfo"]["endCursor"].as_str(), 2).await;
+    assert!(ids(&beyond["nodes"]).is_empty());
+    assert_eq!(beyond["pageInfo"]["hasNextPage"], false);
+    assert_eq!(beyond["pageInfo"]["endCursor"], Value::Null);
+
+    let newest = page(None, 1).await;
+    assert_eq!(ids(&newest["nodes"]), [id(30)]);
+    let empty = page(None, 0).await;
+    assert!(ids(&empty["nodes"]).is_empty());
+    let capped = page(None, 1000).await;
+    assert_eq!(capped["nodes"].as_array().unwrap().len(), 6);
+
+    let stream_cursor = app
+        .query("{ liveStreams { pageInfo { endCursor } } }", json!({}))
+        .await;
+    assert_eq!(
+        stream_cursor["liveStreams"]["pageInfo"]["endCursor"],
+        Value::Null
+    );
+    let foreign = app
+        .graphql(
+            "query($a: String) { liveStreams(after: $a) { nodes { id } } }",
+            json!({ "a": first["pageInfo"]["endCursor"] }),
+            false,
+        )
+        .await;
+    assert_eq!(
+        foreign["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{foreign}"
+    );
+    let garbage = app
+        .graphql(
+            r#"{ mediaList(after: "!!") { nodes { id } } }"#,
+            json!({}),
+            false,
+        )
+        .await;
+    assert_eq!(garbage["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let negative = app
+        .graphql(
+            "{ mediaList(first: -1) { nodes { id } } }",
+            json!({}),
+            false,
+        )
+        .await;
+    assert_eq!(
+        negative["errors"][0]["extensions"]["code"],
+        "BAD_USER_INPUT"
+    );
+}
+
+#[tokio::test]
+async fn webhook_events_are_listed_for_admins_with_filters_and_cursors() {
+    let app = spawn_app().await;
+    for name in MEDIA_SEQUENCE {
+        app.deliver_fixture(name).await;
+    }
+    let query = "query($a: String, $t: [String!], $o: String) { webhookEvents(first: 3, after: $a, types: $t, objectId: $o) {
+        nodes { cursor id type objectType objectId occurredAt receivedAt outcome reason payload } pageInfo { hasNextPage endCursor } } }";
+    let first = app.query(query, json!({})).await["webhookEvents"].clone();
+    assert_eq!(
+        first["nodes"][0]["type"], "video.media.deleted",
+        "newest first"
+    );
+    assert_eq!(first["nodes"][0]["payload"]["id"], first["nodes"][0]["id"]);
+    assert_eq!(first["nodes"][0]["outcome"], "APPLIED");
+    let mut seen: Vec<String> = ids(&first["nodes"]).iter().map(|s| s.to_string()).collect();
+    let mut after = first["pageInfo"]["endCursor"].clone();
+    while !after.is_null() {
+        let page = app.query(query, json!({ "a": after })).await["webhookEvents"].clone();
+        seen.extend(ids(&page["nodes"]).iter().map(|s| s.to_string()));
+        after = if page["pageInfo"]["hasNextPage"] == true {
+            page["pageInfo"]["endCursor"].clone()
+        } else {
+            Value::Null
+        };
+    }
+    assert_eq!(seen.len(), 7);
+    let by_type = app
+        .query(
+            query,
+            json!({ "t": ["video.media.ready", "video.media.failed"] }),
+        )
+        .await;
+    assert_eq!(
+        by_type["webhookEvents"]["nodes"].as_array().unwrap().len(),
+        2
+    );
+    let by_object = app.query(query, json!({ "o": UPLOAD_ID })).await;
+    let types: Vec<&str> = by_object["webhookEvents"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["video.upload.media_created", "video.media.upload"]);
+}
+
+#[tokio::test]
+async fn admin_fields_need_the_admin_token() {
+    let app = spawn_app().await;
+    for name in LIVE_SEQUENCE.iter().take(6) {
+        app.deliver_fixture(name).await;
+    }
+    let query = "{ liveStreams { nodes { id streamKey srtSecret simulcastTargets { id url } } } }";
+    let public = app.graphql(query, json!({}), false).await;
+    let stream = &public["data"]["liveStreams"]["nodes"][0];
+    assert_eq!(stream["id"], STREAM_ID, "non-admin fields still answer");
+    assert_eq!(
+        (&stream["streamKey"], &stream["srtSecret"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(stream["simulcastTargets"][0]["url"], Value::Null);
+    let errors = public["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["extensions"]["code"] == "FORBIDDEN"),
+        "{public}"
+    );
+    let events = app
+        .graphql(
+            "{ webhookEvents { nodes { id payload } } }",
+            json!({}),
+            false,
+        )
+        .await;
+    assert_eq!(events["data"], Value::Null);
+    assert_eq!(events["errors"][0]["extensions"]["code"], "FORBIDDEN");
+
+    let text = format!("{public}{events}");
+    for secret in secrets_of_the_live_fixtures() {
+        assert!(
+            !text.contains(&secret),
+            "a non-admin response leaked {secret}"
+        );
+    }
+
+    let admin = app.query(query, json!({})).await;
+    let stream = &admin["liveStreams"]["nodes"][0];
+    assert!(stream["streamKey"].as_str().unwrap().ends_with(STREAM_ID));
+    assert!(stream["srtSecret"].is_string());
+    assert_eq!(
+        stream["simulcastTargets"][0]["url"],
+        "rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl-mnop-qrst"
+    );
+    let wrong = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .bearer_auth("not-the-token")
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(wrong["errors"][0]["extensions"]["code"], "FORBIDDEN");
+}
+
+/// The stream key, SRT secrets and simulcast key of the live fixtures.
+pub fn secrets_of_the_live_fixtures() -> Vec<String> {
+    let active: Value = serde_json::from_slice(&fixture("video.live_stream.active")).unwrap();
+    let data = &active["data"];
+    vec![
+        data["streamKey"].as_str().unwrap().to_owned(),
+        data["srtSecret"].as_str().unwrap().to_owned(),
+        data["srtPlaybackResponse"]["srtPlaybackSecret"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        data["simulcastResponses"][0]["streamKey"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    ]
+}
+
+#[tokio::test]
+async fn abusive_queries_are_refused_with_the_limit_named() {
+    let app = spawn_app().await;
+    let mut deep = String::from("id");
+    for _ in 0..8 {
+        deep = format!("simulcastTargets {{ liveStream {{ {deep} }} }}");
+    }
+    let answer = app
+        .graphql(
+            &format!("{{ liveStreams {{ nodes {{ {deep} }} }} }}"),
+            json!({}),
+            false,
+        )
+        .await;
+    let message = answer["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("nested too deep"), "{answer}");
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+    let page = "liveStreams(first: 100) { nodes { id status encoderConnected recording maxResolution lowLatency trial mediaPolicy createdAt lastEventType } }";
+    let aliases: String = (0..30).map(|n| format!("a{n}: {page} ")).collect();
+    let answer = app
+        .graphql(&format!("{{ {aliases} }}"), json!({}), false)
+        .await;
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too complex"),
+        "{answer}"
+    );
+}
+
+/// 100 streams, each with a playback id, a simulcast target and a recording that has a playback id.
+async fn hundred_streams(app: &TestApp) {
+    let templates = [
+        "video.live_stream.created",
+        "video.live_stream.simulcast_target.created",
+        "video.media.live_stream.created",
+    ];
+    for n in 0..100 {
+        for template in templates {
+            let text = String::from_utf8(fixture(template))
+                .unwrap()
+                .replace(STREAM_ID, &format!("{n:032x}"))
+                .replace(TARGET_ID, &format!("{n:031x}t"))
+                .replace(RECORDING_ID, &format!("00000000-0000-4000-8000-{n:012}"))
+                .replace(
+                    "d4e5f6a7-b8c9-4012-8def-0123456789ab",
+                    &format!("00000000-0000-4000-9000-{n:012}"),
+                )
+                .replace(
+                    "e5f6a7b8-c9d0-4123-9ef0-123456789abc",
+                    &format!("00000000-0000-4000-a000-{n:012}"),
+                )
+                .replace("-4b00-9000-0000000000", &format!("-4b00-9000-{n:08}00"))
+                .replace("-4a00-8000-0000000000", &format!("-4a00-8000-{n:08}00"));
+            assert_eq!(
+                app.deliver(text.as_bytes()).await,
+                (200, "applied".to_owned()),
+                "{template} #{n}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_page_of_100_streams_with_every_nested_field_costs_a_bounded_number_of_statements() {
+    let app = spawn_app().await;
+    hundred_streams(&app).await;
+    let query = "{ liveStreams(first: 100) { nodes { id status playbackIds { id accessPolicy }
+        simulcastTargets { id status liveStream { id playbackIds { id } } }
+        recordings { id status playbackIds { id } liveStream { id } } } } }";
+    let before = app.metric("fastpix_sync_sql_statements_total", &[]).await;
+    let data = app.query(query, json!({})).await;
+    let statements = app.metric("fastpix_sync_sql_statements_total", &[]).await - before;
+    let nodes = data["liveStreams"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 100);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["simulcastTargets"].as_array().unwrap().len() == 1
+                && n["recordings"][0]["playbackIds"].as_array().unwrap().len() == 1
+                && n["playbackIds"].as_array().unwrap().len() == 1)
+    );
+    println!("a 100-stream page with all nested fields ran {statements} SQL statements");
+    assert!(statements > 0.0, "the statement counter works");
+    assert!(statements <= 10.0, "{statements} statements for one page");
+}
