@@ -9,12 +9,11 @@ use tokio::net::TcpListener;
 use crate::config::{Settings, redact_url};
 use crate::events::Bus;
 use crate::graphql::{AdminToken, AppSchema};
+use crate::http::ws::WsConfig;
 use crate::metrics::Metrics;
 use crate::webhook::verify::BadSecret;
 use crate::webhook::{Intake, Secrets};
-
-/// Changes kept for subscribers that fall behind.
-pub const BUS_CAPACITY: usize = 1024;
+use tokio::sync::watch;
 
 /// Shared state of every handler. Cheap to clone: each field is a handle.
 #[derive(Clone)]
@@ -31,6 +30,10 @@ pub struct AppState {
     pub admin: AdminToken,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Websocket timeouts.
+    pub ws: WsConfig,
+    /// Becomes `true` when the server starts shutting down: websockets then close with 1001.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,8 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Tells websockets that the server is shutting down.
+    stopping: watch::Sender<bool>,
 }
 
 impl Application {
@@ -84,12 +89,18 @@ impl Application {
                     addr: settings.listen,
                     source,
                 })?;
-        let bus = Bus::new(BUS_CAPACITY);
+        let bus = Bus::new(settings.bus_capacity.max(1));
         let intake = Intake::new(db.clone(), secrets, bus.clone());
-        let schema = crate::graphql::schema(Some(db.clone()));
+        let schema = crate::graphql::schema(Some(crate::graphql::Shared {
+            db: db.clone(),
+            bus: bus.clone(),
+            metrics: metrics.clone(),
+        }));
         let admin = AdminToken::new(settings.admin_token.as_deref());
+        let (stopping, shutdown) = watch::channel(false);
         Ok(Self {
             listener,
+            stopping,
             state: AppState {
                 db,
                 intake,
@@ -97,6 +108,8 @@ impl Application {
                 schema,
                 admin,
                 metrics,
+                ws: WsConfig::default(),
+                shutdown,
             },
         })
     }
@@ -113,14 +126,27 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests.
+    /// Replaces the websocket timeouts (tests use short ones).
+    pub fn with_ws_config(mut self, config: WsConfig) -> Self {
+        self.state.ws = config;
+        self
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, closes websockets with 1001, and waits for
+    /// in-flight requests (a webhook's transaction included) to finish.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = crate::http::router(self.state);
         tracing::info!(address = %self.listener.local_addr()?, "listening");
+        let stopping = self.stopping;
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        };
         axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(signal)
             .await
     }
 }

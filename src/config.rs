@@ -66,6 +66,15 @@ pub struct Settings {
     )]
     pub admin_token: Option<String>,
 
+    /// Changes kept for subscribers that fall behind; one that falls further re-reads the database.
+    #[arg(
+        long,
+        env = "FASTPIX_SYNC_BUS_CAPACITY",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub bus_capacity: usize,
+
     /// Log format: `text` for people, `json` for log shippers. The level comes from `RUST_LOG`.
     #[arg(long, env = "FASTPIX_SYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -88,6 +97,7 @@ impl fmt::Debug for Settings {
                 &self.webhook_secret.as_ref().map(|_| "<set>"),
             )
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("bus_capacity", &self.bus_capacity)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -101,6 +111,7 @@ impl Settings {
             database_url: database_url.into(),
             webhook_secret: None,
             admin_token: None,
+            bus_capacity: 1024,
             log_format: LogFormat::Text,
         }
     }

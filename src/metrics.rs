@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric of one server. Cheap to clone (a handle).
@@ -18,12 +20,27 @@ struct Inner {
     ingest_seconds: HistogramVec,
     /// SQL statements sent to the database (all kinds).
     sql_statements: IntCounter,
+    /// Times a subscriber fell behind the broadcast channel and had to catch up.
+    lag_events: IntCounter,
+    /// Open websocket connections on `/graphql`.
+    websockets: IntGauge,
+    /// Running subscription operations.
+    subscriptions: IntGauge,
+    /// GraphQL operations by type (`query`, `subscription`) and outcome (`ok`, `error`).
+    graphql_requests: IntCounterVec,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: C) -> C {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
 }
 
 impl Metrics {
@@ -36,8 +53,7 @@ impl Metrics {
                 "Webhook deliveries by event type and outcome",
             ),
             &["type", "outcome"],
-        )
-        .expect("valid metric");
+        );
         let ingest_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "ingest_seconds",
@@ -47,25 +63,38 @@ impl Metrics {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
             &["outcome"],
-        )
-        .expect("valid metric");
+        );
         let sql_statements = IntCounter::new(
             "sql_statements_total",
             "SQL statements sent to the database",
-        )
-        .expect("valid metric");
-        for metric in [
-            Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(ingest_seconds.clone()),
-            Box::new(sql_statements.clone()),
-        ] {
-            registry.register(metric).expect("metric registered once");
-        }
+        );
+        let lag_events = IntCounter::new(
+            "broadcast_lag_events_total",
+            "Times a subscriber fell behind the broadcast channel and caught up from the database",
+        );
+        let websockets = IntGauge::new(
+            "websocket_connections",
+            "Open websocket connections on /graphql",
+        );
+        let subscriptions =
+            IntGauge::new("subscriptions", "Running GraphQL subscription operations");
+        let graphql_requests = IntCounterVec::new(
+            Opts::new(
+                "graphql_requests_total",
+                "GraphQL operations by operation type and outcome",
+            ),
+            &["operation", "outcome"],
+        );
+        let valid = "metric definitions are valid";
         Self(Arc::new(Inner {
+            webhooks: register(&registry, webhooks.expect(valid)),
+            ingest_seconds: register(&registry, ingest_seconds.expect(valid)),
+            sql_statements: register(&registry, sql_statements.expect(valid)),
+            lag_events: register(&registry, lag_events.expect(valid)),
+            websockets: register(&registry, websockets.expect(valid)),
+            subscriptions: register(&registry, subscriptions.expect(valid)),
+            graphql_requests: register(&registry, graphql_requests.expect(valid)),
             registry,
-            webhooks,
-            ingest_seconds,
-            sql_statements,
         }))
     }
 
@@ -84,6 +113,29 @@ impl Metrics {
         self.0.sql_statements.inc();
     }
 
+    pub fn lagged(&self) {
+        self.0.lag_events.inc();
+    }
+
+    /// Counts an open websocket until the guard is dropped.
+    pub fn websocket_opened(&self) -> GaugeGuard {
+        GaugeGuard::new(self.0.websockets.clone())
+    }
+
+    /// Counts a running subscription until the guard is dropped.
+    pub fn subscription_started(&self) -> GaugeGuard {
+        GaugeGuard::new(self.0.subscriptions.clone())
+    }
+
+    /// Counts one GraphQL operation of `operation` type (`query`, `mutation`, `subscription`).
+    pub fn graphql(&self, operation: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.0
+            .graphql_requests
+            .with_label_values(&[operation, outcome])
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -91,5 +143,21 @@ impl Metrics {
             .encode(&self.0.registry.gather(), &mut buffer)
             .expect("encoding to a Vec cannot fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+/// Keeps a gauge one higher while it lives.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

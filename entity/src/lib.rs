@@ -5,6 +5,7 @@
 //! databases. JSON columns hold free-form provider data (`metadata`, `tracks`).
 
 pub mod live_stream;
+pub mod log_position;
 pub mod media;
 pub mod playback_id;
 pub mod simulcast_target;

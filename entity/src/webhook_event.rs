@@ -5,9 +5,12 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "webhook_event")]
 pub struct Model {
-    /// Monotonic sequence: the event cursor, and the order of arrival.
+    /// Row id, in insertion order (not the cursor: see `position`).
     #[sea_orm(primary_key)]
     pub seq: i64,
+    /// The event cursor: gapless, in commit order (set in the transaction that stores the event).
+    #[sea_orm(unique)]
+    pub position: Option<i64>,
     /// FastPix event id, the idempotency key.
     #[sea_orm(unique)]
     pub event_id: String,

@@ -1,41 +1,65 @@
 //! The change vocabulary and the bus that fans committed changes out to subscribers.
 //!
-//! A change carries the new state of every entity it moved, loaded once (it is the state intake just
-//! wrote) and shared behind an `Arc`: fan-out never reads the database per subscriber.
+//! A change carries the stored event and the new state of every entity it moved. Both are what intake just
+//! wrote, wrapped in `Arc`s once and shared by every subscriber: fan-out never reads the database per
+//! subscriber, and building a GraphQL object from a snapshot copies pointers, not rows.
 
 use std::sync::Arc;
 
+use entity::{live_stream, media, simulcast_target, webhook_event};
 use tokio::sync::broadcast;
 
-use crate::webhook::Outcome;
 use crate::webhook::apply::Changed;
-use crate::webhook::envelope::Envelope;
+use crate::webhook::fields::Playback;
+
+/// An entity row and its playback ids, as of one change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot<M> {
+    pub row: Arc<M>,
+    pub playback_ids: Arc<Vec<Playback>>,
+}
+
+/// The new state of one entity a change moved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Moved {
+    Media(Snapshot<media::Model>),
+    LiveStream(Snapshot<live_stream::Model>),
+    SimulcastTarget(Arc<simulcast_target::Model>),
+}
+
+impl From<Changed> for Moved {
+    fn from(changed: Changed) -> Self {
+        match changed {
+            Changed::Media(state) => Self::Media(Snapshot {
+                row: Arc::new(state.row),
+                playback_ids: Arc::new(state.playback_ids),
+            }),
+            Changed::LiveStream(state) => Self::LiveStream(Snapshot {
+                row: Arc::new(state.row),
+                playback_ids: Arc::new(state.playback_ids),
+            }),
+            Changed::SimulcastTarget(target) => Self::SimulcastTarget(Arc::new(target)),
+        }
+    }
+}
 
 /// One committed event and what it changed.
 #[derive(Debug)]
 pub struct Change {
-    /// The event's sequence in the log (its cursor).
-    pub seq: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub outcome: Outcome,
+    /// The event's cursor position (gapless, in commit order).
+    pub position: i64,
+    /// The stored event, as committed.
+    pub event: Arc<webhook_event::Model>,
     /// New states of the entities the event changed (empty when it changed none).
-    pub changes: Vec<Changed>,
+    pub moved: Vec<Moved>,
 }
 
 impl Change {
-    pub fn new(
-        seq: i64,
-        envelope: &Envelope,
-        outcome: Outcome,
-        changes: Vec<Changed>,
-    ) -> Arc<Self> {
+    pub fn new(event: webhook_event::Model, changes: Vec<Changed>) -> Arc<Self> {
         Arc::new(Self {
-            seq,
-            event_id: envelope.id.clone(),
-            event_type: envelope.event_type.clone(),
-            outcome,
-            changes,
+            position: event.position.unwrap_or_default(),
+            event: Arc::new(event),
+            moved: changes.into_iter().map(Moved::from).collect(),
         })
     }
 }

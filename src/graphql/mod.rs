@@ -5,32 +5,46 @@ pub mod errors;
 pub mod loaders;
 pub mod pagination;
 pub mod query;
+pub mod subscription;
 pub mod types;
+mod watch;
 
 use std::sync::Arc;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest};
-use async_graphql::{EmptyMutation, EmptySubscription, Request, Response, Schema};
+use async_graphql::{EmptyMutation, Request, Response, Schema};
 use sea_orm::DatabaseConnection;
+
+use crate::events::Bus;
+use crate::metrics::Metrics;
 
 pub use auth::{AdminToken, Role};
 pub use query::Query;
 
-pub type AppSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub use subscription::Subscription;
+
+pub type AppSchema = Schema<Query, EmptyMutation, Subscription>;
 
 /// Deepest selection accepted (a stream's targets' stream's recordings… is 6 or so).
 pub const MAX_DEPTH: usize = 12;
 /// Largest query complexity accepted: each field costs 1, a connection `first × its selection`.
 pub const MAX_COMPLEXITY: usize = 20_000;
 
-/// Builds the schema. The database pool is schema data; role and loaders are per request.
-pub fn schema(db: Option<DatabaseConnection>) -> AppSchema {
-    let mut builder = Schema::build(Query, EmptyMutation, EmptySubscription)
+/// What the schema's resolvers share: the pool, the bus and the metrics. Role and loaders are per request.
+pub struct Shared {
+    pub db: DatabaseConnection,
+    pub bus: Bus,
+    pub metrics: Metrics,
+}
+
+/// Builds the schema; without `shared` it can only print its SDL.
+pub fn schema(shared: Option<Shared>) -> AppSchema {
+    let mut builder = Schema::build(Query, EmptyMutation, Subscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .extension(ErrorCodes);
-    if let Some(db) = db {
-        builder = builder.data(db);
+    if let Some(Shared { db, bus, metrics }) = shared {
+        builder = builder.data(db).data(bus).data(metrics);
     }
     builder.finish()
 }

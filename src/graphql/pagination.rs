@@ -48,12 +48,12 @@ pub fn decode(list: &str, cursor: &str) -> Result<Position> {
     }
 }
 
-/// The cursor of an event in the log: its sequence number.
-pub fn event_cursor(seq: i64) -> String {
+/// The cursor of an event in the log: its position.
+pub fn event_cursor(position: i64) -> String {
     encode(
         "webhookEvent",
         &Position {
-            sort: seq,
+            sort: position,
             id: String::new(),
         },
     )

@@ -284,16 +284,19 @@ impl Query {
             query = query.filter(C::ObjectId.eq(object_id));
         }
         if let Some(cursor) = &after {
-            query = query.filter(C::Seq.lt(decode_event_cursor(cursor)?));
+            query = query.filter(C::Position.lt(decode_event_cursor(cursor)?));
         }
         let rows = query
-            .order_by_desc(C::Seq)
+            .order_by_desc(C::Position)
             .limit(limit + 1)
             .all(db(ctx)?)
             .await
             .map_err(internal)?;
         let (rows, has_next) = trim(rows, limit);
-        let cursors = rows.iter().map(|r| event_cursor(r.seq)).collect();
+        let cursors = rows
+            .iter()
+            .map(|r| event_cursor(r.position.unwrap_or_default()))
+            .collect();
         let nodes = rows.into_iter().map(WebhookEvent::from).collect();
         Ok(connection(cursors, nodes, after.is_some(), has_next))
     }

@@ -13,6 +13,7 @@ use super::loaders::{
     Loaders, PlaybackOfMedia, PlaybackOfStream, RecordingsOfStream, StreamById, TargetsOfStream,
 };
 use super::pagination::event_cursor;
+use crate::events::Snapshot;
 use crate::webhook::fields::Playback;
 use crate::webhook::live::LiveState;
 use crate::webhook::media::MediaState;
@@ -171,6 +172,16 @@ impl From<media::Model> for Media {
     }
 }
 
+impl From<Snapshot<media::Model>> for Media {
+    fn from(snapshot: Snapshot<media::Model>) -> Self {
+        Self {
+            row: snapshot.row,
+            playback_ids: Some(snapshot.playback_ids),
+            stream: None,
+        }
+    }
+}
+
 impl From<&MediaState> for Media {
     fn from(state: &MediaState) -> Self {
         Self {
@@ -283,6 +294,15 @@ impl LiveStream {
 impl From<live_stream::Model> for LiveStream {
     fn from(row: live_stream::Model) -> Self {
         Self::from_row(Arc::new(row))
+    }
+}
+
+impl From<Snapshot<live_stream::Model>> for LiveStream {
+    fn from(snapshot: Snapshot<live_stream::Model>) -> Self {
+        Self {
+            row: snapshot.row,
+            playback_ids: Some(snapshot.playback_ids),
+        }
     }
 }
 
@@ -473,7 +493,7 @@ impl From<webhook_event::Model> for WebhookEvent {
 impl WebhookEvent {
     /// Pass it to `webhookEvents(after:)` to resume after this event.
     async fn cursor(&self) -> String {
-        event_cursor(self.row.seq)
+        event_cursor(self.row.position.unwrap_or_default())
     }
     async fn id(&self) -> ID {
         ID(self.row.event_id.clone())

@@ -1,7 +1,7 @@
 //! `/graphql`: queries over `POST` and `GET ?query=`, subscriptions over a websocket upgrade on `GET`.
 
-use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::http::WebSocketProtocols;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
@@ -29,11 +29,18 @@ async fn post_graphql(
     request: GraphQLRequest,
 ) -> GraphQLResponse {
     let role = role(&state, &headers);
-    state
+    execute(&state, request.into_inner(), role).await
+}
+
+/// Runs one HTTP GraphQL request and counts it.
+async fn execute(state: &AppState, request: async_graphql::Request, role: Role) -> GraphQLResponse {
+    let operation = super::ws::operation_kind(&request.query);
+    let response = state
         .schema
-        .execute(prepare(request.into_inner(), &state.db, role))
-        .await
-        .into()
+        .execute(prepare(request, &state.db, role))
+        .await;
+    state.metrics.graphql(operation, response.is_ok());
+    response.into()
 }
 
 async fn get_graphql(State(state): State<AppState>, request: Request) -> Response {
@@ -50,13 +57,9 @@ async fn get_graphql(State(state): State<AppState>, request: Request) -> Respons
     )
     .await
     {
-        Ok(query) => GraphQLResponse::from(
-            state
-                .schema
-                .execute(prepare(query.into_inner(), &state.db, role))
-                .await,
-        )
-        .into_response(),
+        Ok(query) => execute(&state, query.into_inner(), role)
+            .await
+            .into_response(),
         Err(rejection) => ApiError::BadRequest(format!(
             "GET /graphql needs a `query` parameter (or a websocket upgrade): {}",
             rejection.0
@@ -67,37 +70,30 @@ async fn get_graphql(State(state): State<AppState>, request: Request) -> Respons
 
 async fn subscribe(state: AppState, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &state).await {
-        Ok(protocol) => protocol,
-        Err(rejection) => return rejection.into_response(),
+    let offered = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(protocol) = offered
+        .split(',')
+        .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+    else {
+        return ApiError::BadRequest(
+            "websocket subprotocol must be `graphql-transport-ws` or `graphql-ws`".into(),
+        )
+        .into_response();
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let schema = state.schema.clone();
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            let admin = state.admin.clone();
-            let db = state.db.clone();
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let authorization = payload
-                        .get("authorization")
-                        .or_else(|| payload.get("Authorization"))
-                        .and_then(|v| v.as_str());
-                    if admin.rejects(authorization) {
-                        return Err(async_graphql::Error::new(
-                            "the admin token in connection_init is not valid",
-                        ));
-                    }
-                    let mut data = Data::default();
-                    data.insert(admin.role(authorization));
-                    data.insert(crate::graphql::loaders::uncached(db));
-                    Ok(data)
-                })
-                .serve()
-                .await;
-        })
+        // Small buffers: a server holds thousands of mostly idle subscribers (the defaults are 128 KiB each).
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(1024 * 1024)
+        .on_upgrade(move |socket| super::ws::serve(socket, protocol, state))
 }

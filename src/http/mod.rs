@@ -4,6 +4,7 @@ mod graphql;
 mod health;
 mod playground;
 mod webhook;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -4,46 +4,25 @@ use entity::webhook_event;
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
+    ActiveModelTrait,
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    Statement,
 };
 
 use crate::webhook::envelope::Envelope;
 use crate::webhook::event::{Event, OrderKey};
 
-/// A new log entry, before it has a sequence number.
-pub struct NewEvent<'a> {
-    pub envelope: &'a Envelope,
-    pub raw: &'a str,
-    pub entity_kind: Option<&'a str>,
-    pub entity_id: Option<&'a str>,
-    pub parent_id: Option<&'a str>,
-    pub order_ns: i64,
-    pub received_at_ns: i64,
-    pub outcome: &'a str,
-    pub reason: Option<&'a str>,
-}
-
-/// Claims the event id. `None` when it was already stored (a duplicate delivery).
-pub async fn insert(db: &impl ConnectionTrait, new: NewEvent<'_>) -> Result<Option<i64>, DbErr> {
-    let envelope = new.envelope;
-    let row = webhook_event::ActiveModel {
-        seq: NotSet,
-        event_id: Set(envelope.id.clone()),
-        event_type: Set(envelope.event_type.clone()),
-        object_type: Set(envelope.object_type.clone()),
-        object_id: Set(envelope.object_id.clone()),
-        entity_kind: Set(new.entity_kind.map(str::to_owned)),
-        entity_id: Set(new.entity_id.map(str::to_owned)),
-        parent_id: Set(new.parent_id.map(str::to_owned)),
-        occurred_at_ns: Set(envelope.occurred_at_ns),
-        order_ns: Set(new.order_ns),
-        received_at_ns: Set(new.received_at_ns),
-        outcome: Set(new.outcome.to_owned()),
-        reason: Set(new.reason.map(str::to_owned)),
-        payload: Set(new.raw.to_owned()),
-    };
-    let result = webhook_event::Entity::insert(row)
+/// Stores `row` (its `seq` and `position` are ignored) unless its event id is already stored.
+/// Returns the new row's `seq`, or `None` for a duplicate delivery.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    row: &webhook_event::Model,
+) -> Result<Option<i64>, DbErr> {
+    let mut active = row.clone().into_active_model().reset_all();
+    active.seq = NotSet;
+    active.position = Set(None);
+    let result = webhook_event::Entity::insert(active)
         .on_conflict(
             OnConflict::column(webhook_event::Column::EventId)
                 .do_nothing()
@@ -56,6 +35,27 @@ pub async fn insert(db: &impl ConnectionTrait, new: NewEvent<'_>) -> Result<Opti
         Err(DbErr::RecordNotInserted) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Gives the stored event its cursor position: the next number of the one-row counter. The counter row
+/// stays locked until the transaction ends, so positions are gapless and in commit order (see the
+/// migration `m20261127_000002_add_log_position`). Call it last, just before the commit.
+pub async fn assign_position(db: &impl ConnectionTrait, seq: i64) -> Result<i64, DbErr> {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "UPDATE log_position SET last = last + 1 WHERE id = 1 RETURNING last",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?;
+    let position: i64 = row.try_get("", "last")?;
+    webhook_event::Entity::update_many()
+        .col_expr(webhook_event::Column::Position, position.into())
+        .filter(webhook_event::Column::Seq.eq(seq))
+        .exec(db)
+        .await?;
+    Ok(position)
 }
 
 /// Records the outcome decided after applying.

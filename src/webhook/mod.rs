@@ -18,10 +18,15 @@ use sea_orm::{DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 use tokio::sync::Mutex;
 
 use crate::events::{Bus, Change};
-use crate::store::events::{self as log, NewEvent};
+use crate::store::events as log;
+use entity::webhook_event;
 use envelope::{Body, Envelope, classify};
 use event::{Event, OrderKey, Resolution, resolve};
 pub use verify::Secrets;
+
+/// Why an event that changed nothing is `stale`.
+const STALE_REASON: &str =
+    "an event newer for this entity was already applied, or the entity was deleted";
 
 /// Outcome stored with each event (SPEC §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,35 +161,42 @@ impl Intake {
             None => None,
         };
         let txn = self.db.begin().await?;
-        let new = NewEvent {
-            envelope: &event.envelope,
-            raw,
-            entity_kind: entity.map(|e| e.kind()),
-            entity_id: entity.map(|e| e.id()),
-            parent_id: entity.and_then(|e| e.parent()),
+        let mut row = webhook_event::Model {
+            seq: 0,
+            position: None,
+            event_id: event.envelope.id.clone(),
+            event_type: event.envelope.event_type.clone(),
+            object_type: event.envelope.object_type.clone(),
+            object_id: event.envelope.object_id.clone(),
+            entity_kind: entity.map(|e| e.kind().to_owned()),
+            entity_id: entity.map(|e| e.id().to_owned()),
+            parent_id: entity.and_then(|e| e.parent()).map(str::to_owned),
+            occurred_at_ns: event.envelope.occurred_at_ns,
             order_ns: event.key.ns,
             received_at_ns,
-            outcome: outcome.as_str(),
-            reason,
+            outcome: outcome.as_str().to_owned(),
+            reason: reason.map(str::to_owned),
+            payload: raw.to_owned(),
         };
-        let Some(seq) = log::insert(&txn, new).await? else {
+        let Some(seq) = log::insert(&txn, &row).await? else {
             return Ok(Reply::Duplicate);
         };
+        row.seq = seq;
         let mut changes = Vec::new();
         if let Some(entity) = entity {
             let applied = apply::apply(&txn, entity, &event).await?;
             if !applied.primary_changed {
                 outcome = Outcome::Stale;
-                let reason =
-                    "an event newer for this entity was already applied, or it was deleted";
-                log::set_outcome(&txn, seq, outcome.as_str(), Some(reason)).await?;
+                row.outcome = outcome.as_str().to_owned();
+                row.reason = Some(STALE_REASON.to_owned());
+                log::set_outcome(&txn, seq, &row.outcome, row.reason.as_deref()).await?;
             }
             changes = applied.changes;
         }
+        row.position = Some(log::assign_position(&txn, seq).await?);
         txn.commit().await?;
         drop(_writer);
-        self.bus
-            .publish(Change::new(seq, &event.envelope, outcome, changes));
+        self.bus.publish(Change::new(row, changes));
         Ok(Reply::Stored(outcome))
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use fastpix_sync::app::Application;
 use fastpix_sync::config::Settings;
+use fastpix_sync::http::ws::WsConfig;
 use fastpix_sync::webhook::verify::sign;
 use sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait, QueryOrder, Statement,
@@ -175,7 +176,9 @@ pub struct TestApp {
     /// A connection of the test's own to the server's database, for looking at rows.
     pub db: DatabaseConnection,
     pub test_db: TestDb,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    /// The server task: it ends after `shutdown()`.
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// Starts the real server on 127.0.0.1:0 with a fresh database and the test signing secret.
@@ -184,13 +187,26 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_on(test_db: TestDb) -> TestApp {
+    spawn_configured(test_db, |_| {}, WsConfig::default()).await
+}
+
+/// Starts the real server with settings and websocket timeouts adjusted by the test.
+pub async fn spawn_configured(
+    test_db: TestDb,
+    configure: impl FnOnce(&mut Settings),
+    ws: WsConfig,
+) -> TestApp {
     let mut settings = Settings::for_tests(test_db.url.clone());
     settings.webhook_secret = Some(SECRET.to_owned());
     settings.admin_token = Some(ADMIN_TOKEN.to_owned());
-    let app = Application::build(&settings).await.expect("the app starts");
+    configure(&mut settings);
+    let app = Application::build(&settings)
+        .await
+        .expect("the app starts")
+        .with_ws_config(ws);
     let address = format!("http://{}", app.local_addr());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
+    let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
     let db = Database::connect(&test_db.url)
@@ -201,11 +217,19 @@ pub async fn spawn_app_on(test_db: TestDb) -> TestApp {
         client: reqwest::Client::new(),
         db,
         test_db,
-        _stop: stop,
+        stop: Some(stop),
+        server,
     }
 }
 
 impl TestApp {
+    /// Starts the server's graceful shutdown (as SIGTERM does).
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Posts a body with the given `FastPix-Signature` (none when `None`).
     pub async fn post_webhook(
         &self,

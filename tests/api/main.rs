@@ -3,11 +3,15 @@
 //! server (each test then creates, and finally drops, a database of its own).
 
 mod helpers;
+mod ws_client;
 
 mod cli;
 mod failure;
+mod fanout;
 mod intake;
 mod ordering;
 mod playground;
+mod protocol;
 mod queries;
 mod replay;
+mod subscriptions;

@@ -100,8 +100,9 @@ async fn the_playground_runs_queries_in_a_real_browser_with_the_internet_blocked
         )
         .env(
             "SUBSCRIPTION",
-            "subscription Watch {\n  mediaUpdates { id status }\n}",
+            "subscription Watch {\n  media(playbackId: \"a1b2c3d4-e5f6-4789-9abc-def012345678\") { status title }\n}",
         )
+        .env("SUBSCRIPTION_EXPECT", r#"["Lesson 3 - Linear equations (revised)"]"#)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -112,6 +113,10 @@ async fn the_playground_runs_queries_in_a_real_browser_with_the_internet_blocked
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             println!("{line}");
+            if line.contains("subscription transport") {
+                // The page is subscribed: a change now must show up in it.
+                app.deliver_fixture("video.media.updated").await;
+            }
             output.push(line);
         }
     };

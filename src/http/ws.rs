@@ -1,0 +1,303 @@
+//! GraphQL over websocket on `GET /graphql`: the `graphql-transport-ws` protocol and the legacy `graphql-ws`
+//! (subscriptions-transport-ws) one. Message shapes come from async-graphql (`ClientMessage`); this module
+//! owns the connection's rules, with the close codes `graphql-transport-ws` specifies:
+//! init not received in time 4408, subscribe before ack 4401, duplicate operation id 4409, rejected init
+//! 4403, second init 4429, unreadable message 4400; the server pings, and drops peers that stop answering.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_graphql::http::{ClientMessage, WebSocketProtocols};
+use async_graphql::{Data, Response};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::{Instant, timeout};
+use tokio_stream::StreamMap;
+
+use crate::app::AppState;
+use crate::graphql::loaders;
+
+/// Timeouts of websocket connections.
+#[derive(Clone, Copy, Debug)]
+pub struct WsConfig {
+    /// A client must send `connection_init` within this time (SPEC default 3 s).
+    pub init_timeout: Duration,
+    /// The server pings this often; a peer silent for two intervals is dropped.
+    pub ping_interval: Duration,
+    /// A frame that cannot be written within this time (the peer stopped reading) ends the connection.
+    pub send_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            init_timeout: Duration::from_secs(3),
+            ping_interval: Duration::from_secs(15),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+type Operation = Pin<Box<dyn Stream<Item = Option<Response>> + Send>>;
+
+/// Why a connection ends, as a close frame.
+struct Close(u16, &'static str);
+
+struct Connection {
+    sink: SplitSink<WebSocket, Message>,
+    protocol: WebSocketProtocols,
+    config: WsConfig,
+}
+
+impl Connection {
+    async fn send(&mut self, message: Value) -> Result<(), Close> {
+        self.send_frame(Message::Text(Utf8Bytes::from(message.to_string())))
+            .await
+    }
+
+    async fn send_frame(&mut self, frame: Message) -> Result<(), Close> {
+        match timeout(self.config.send_timeout, self.sink.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Close(1011, "the peer stopped reading")),
+        }
+    }
+
+    async fn close(mut self, Close(code, reason): Close) {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = timeout(
+            self.config.send_timeout,
+            self.sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+
+    fn legacy(&self) -> bool {
+        self.protocol == WebSocketProtocols::SubscriptionsTransportWS
+    }
+}
+
+/// Parses a client frame. `Ok(None)` for frames that carry no message (pings, pongs).
+fn parse(frame: Message) -> Result<Option<ClientMessage>, Close> {
+    let bytes = match frame {
+        Message::Text(text) => text.as_bytes().to_vec(),
+        Message::Binary(bytes) => bytes.to_vec(),
+        Message::Ping(_) | Message::Pong(_) => return Ok(None),
+        Message::Close(_) => return Err(Close(1000, "")),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| Close(4400, "Invalid message received"))
+}
+
+/// Runs one websocket connection until it closes or the server shuts down.
+pub async fn serve(socket: WebSocket, protocol: WebSocketProtocols, state: AppState) {
+    let _open = state.metrics.websocket_opened();
+    let config = state.ws;
+    let (sink, mut stream) = socket.split();
+    let mut connection = Connection {
+        sink,
+        protocol,
+        config,
+    };
+    let outcome = match handshake(&mut connection, &mut stream, &state).await {
+        Ok(data) => run(&mut connection, &mut stream, &state, data).await,
+        Err(close) => Err(close),
+    };
+    if let Err(close) = outcome {
+        connection.close(close).await;
+    }
+}
+
+/// Waits for `connection_init` and answers it. Pings before it are answered.
+async fn handshake(
+    connection: &mut Connection,
+    stream: &mut SplitStream<WebSocket>,
+    state: &AppState,
+) -> Result<Data, Close> {
+    let deadline = Instant::now() + connection.config.init_timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err(Close(4408, "Connection initialisation timeout")),
+            Ok(None) | Ok(Some(Err(_))) => return Err(Close(1000, "")),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match parse(frame)? {
+            None => {}
+            Some(ClientMessage::ConnectionInit { payload }) => {
+                let payload = payload.unwrap_or(Value::Null);
+                let authorization = ["authorization", "Authorization"]
+                    .iter()
+                    .find_map(|key| payload.get(*key))
+                    .and_then(Value::as_str);
+                if state.admin.rejects(authorization) {
+                    if connection.legacy() {
+                        let error = json!({ "type": "connection_error", "payload": { "message": "Forbidden" } });
+                        connection.send(error).await?;
+                    }
+                    return Err(Close(4403, "Forbidden"));
+                }
+                let mut data = Data::default();
+                data.insert(state.admin.role(authorization));
+                data.insert(loaders::uncached(state.db.clone()));
+                connection.send(json!({ "type": "connection_ack" })).await?;
+                return Ok(data);
+            }
+            Some(ClientMessage::Ping { payload }) => connection.send(pong(payload)).await?,
+            Some(ClientMessage::Pong { .. }) => {}
+            Some(ClientMessage::ConnectionTerminate) => return Err(Close(1000, "")),
+            Some(ClientMessage::Start { .. } | ClientMessage::Stop { .. }) => {
+                return Err(Close(4401, "Unauthorized"));
+            }
+        }
+    }
+}
+
+fn pong(payload: Option<Value>) -> Value {
+    match payload {
+        Some(payload) => json!({ "type": "pong", "payload": payload }),
+        None => json!({ "type": "pong" }),
+    }
+}
+
+/// The acknowledged connection: runs operations, forwards their results, pings.
+async fn run(
+    connection: &mut Connection,
+    stream: &mut SplitStream<WebSocket>,
+    state: &AppState,
+    data: Data,
+) -> Result<(), Close> {
+    let data = std::sync::Arc::new(data);
+    let mut operations: StreamMap<String, Operation> = StreamMap::new();
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + connection.config.ping_interval,
+        connection.config.ping_interval,
+    );
+    let mut last_heard = Instant::now();
+    let mut shutdown = state.shutdown.clone();
+    if *shutdown.borrow_and_update() {
+        return Err(Close(1001, "server shutting down"));
+    }
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { return Ok(()) };
+                last_heard = Instant::now();
+                let Some(message) = parse(frame)? else { continue };
+                handle(connection, &mut operations, state, &data, message).await?;
+            }
+            Some((id, response)) = operations.next(), if !operations.is_empty() => {
+                forward(connection, &mut operations, id, response).await?;
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > connection.config.ping_interval * 2 {
+                    return Err(Close(4408, "no answer to pings"));
+                }
+                if connection.legacy() {
+                    // Legacy clients do not answer `ka`; a websocket ping frame gets a pong from any client.
+                    connection.send(json!({ "type": "ka" })).await?;
+                    connection.send_frame(Message::Ping(Default::default())).await?;
+                } else {
+                    connection.send(json!({ "type": "ping" })).await?;
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return Err(Close(1001, "server shutting down"));
+                }
+            }
+        }
+    }
+}
+
+async fn handle(
+    connection: &mut Connection,
+    operations: &mut StreamMap<String, Operation>,
+    state: &AppState,
+    data: &std::sync::Arc<Data>,
+    message: ClientMessage,
+) -> Result<(), Close> {
+    match message {
+        ClientMessage::ConnectionInit { .. } => {
+            Err(Close(4429, "Too many initialisation requests"))
+        }
+        ClientMessage::Start { id, payload } => {
+            if operations.contains_key(&id) {
+                return Err(Close(4409, "Subscriber for this id already exists"));
+            }
+            let operation = operation_kind(&payload.query);
+            let metrics = state.metrics.clone();
+            let guard = metrics.subscription_started();
+            let responses = state
+                .schema
+                .execute_stream_with_session_data(payload, data.clone())
+                .map(move |response| {
+                    let _running = &guard;
+                    metrics.graphql(operation, response.errors.is_empty());
+                    Some(response)
+                });
+            operations.insert(
+                id,
+                Box::pin(responses.chain(futures_util::stream::once(async { None }))),
+            );
+            Ok(())
+        }
+        ClientMessage::Stop { id } => {
+            if operations.remove(&id).is_some() && connection.legacy() {
+                connection
+                    .send(json!({ "type": "complete", "id": id }))
+                    .await?;
+            }
+            Ok(())
+        }
+        ClientMessage::ConnectionTerminate => Err(Close(1000, "")),
+        ClientMessage::Ping { payload } => connection.send(pong(payload)).await,
+        ClientMessage::Pong { .. } => Ok(()),
+    }
+}
+
+/// Sends one result of operation `id` (`None`: it ended).
+async fn forward(
+    connection: &mut Connection,
+    operations: &mut StreamMap<String, Operation>,
+    id: String,
+    response: Option<Response>,
+) -> Result<(), Close> {
+    let Some(response) = response else {
+        operations.remove(&id);
+        return connection
+            .send(json!({ "type": "complete", "id": id }))
+            .await;
+    };
+    let failed_to_start =
+        response.data == async_graphql::Value::Null && !response.errors.is_empty();
+    let message = match (connection.legacy(), failed_to_start) {
+        (true, _) => json!({ "type": "data", "id": id, "payload": response }),
+        (false, true) => {
+            operations.remove(&id);
+            json!({ "type": "error", "id": id, "payload": response.errors })
+        }
+        (false, false) => json!({ "type": "next", "id": id, "payload": response }),
+    };
+    connection.send(message).await
+}
+
+/// `query`, `mutation` or `subscription`, for metrics (a cheap look at the document's first keyword).
+pub(crate) fn operation_kind(query: &str) -> &'static str {
+    let first = query
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .unwrap_or("");
+    if first.starts_with("subscription") {
+        "subscription"
+    } else if first.starts_with("mutation") {
+        "mutation"
+    } else {
+        "query"
+    }
+}
