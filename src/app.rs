@@ -3,11 +3,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 use tokio::net::TcpListener;
 
 use crate::config::{Settings, redact_url};
-use crate::events::Bus;
+use crate::events::relay::{Inbox, Relay};
+use crate::events::{Bus, Publisher};
 use crate::graphql::{AdminToken, AppSchema};
 use crate::http::ws::WsConfig;
 use crate::metrics::Metrics;
@@ -34,6 +35,15 @@ pub struct AppState {
     pub ws: WsConfig,
     /// Becomes `true` when the server starts shutting down: websockets then close with 1001.
     pub shutdown: watch::Receiver<bool>,
+    /// This instance's name (the `application_name` of its PostgreSQL listener connection).
+    pub instance: String,
+}
+
+/// A name unique to this process and application, e.g. `fastpix-sync-1234-5`.
+fn instance_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("fastpix-sync-{}-{n}", std::process::id())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +67,10 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    /// Tells websockets that the server is shutting down.
+    /// Tells websockets (and the relay) that the server is shutting down.
     stopping: watch::Sender<bool>,
+    /// The PostgreSQL change relay, started by `run_until`.
+    relay: Option<Relay>,
 }
 
 impl Application {
@@ -90,17 +102,35 @@ impl Application {
                     source,
                 })?;
         let bus = Bus::new(settings.bus_capacity.max(1));
-        let intake = Intake::new(db.clone(), secrets, bus.clone());
+        let (stopping, shutdown) = watch::channel(false);
+        let instance = instance_name();
+        // Several instances may share PostgreSQL: changes then travel through the relay (LISTEN/NOTIFY).
+        let (publisher, relay) = if db.get_database_backend() == DbBackend::Postgres {
+            let inbox = Inbox::default();
+            let relay = Relay {
+                db: db.clone(),
+                url: settings.database_url.clone(),
+                bus: bus.clone(),
+                inbox: inbox.clone(),
+                metrics: metrics.clone(),
+                name: instance.clone(),
+                stopping: shutdown.clone(),
+            };
+            (Publisher::Relayed(inbox), Some(relay))
+        } else {
+            (Publisher::Direct(bus.clone()), None)
+        };
+        let intake = Intake::new(db.clone(), secrets, publisher);
         let schema = crate::graphql::schema(Some(crate::graphql::Shared {
             db: db.clone(),
             bus: bus.clone(),
             metrics: metrics.clone(),
         }));
         let admin = AdminToken::new(settings.admin_token.as_deref());
-        let (stopping, shutdown) = watch::channel(false);
         Ok(Self {
             listener,
             stopping,
+            relay,
             state: AppState {
                 db,
                 intake,
@@ -110,6 +140,7 @@ impl Application {
                 metrics,
                 ws: WsConfig::default(),
                 shutdown,
+                instance,
             },
         })
     }
@@ -138,6 +169,9 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        if let Some(relay) = self.relay {
+            tokio::spawn(relay.run());
+        }
         let router = crate::http::router(self.state);
         tracing::info!(address = %self.listener.local_addr()?, "listening");
         let stopping = self.stopping;

@@ -28,6 +28,8 @@ struct Inner {
     subscriptions: IntGauge,
     /// GraphQL operations by type (`query`, `subscription`) and outcome (`ok`, `error`).
     graphql_requests: IntCounterVec,
+    /// Times the PostgreSQL relay lost its listener connection.
+    relay_reconnects: IntCounter,
 }
 
 impl Default for Metrics {
@@ -85,6 +87,10 @@ impl Metrics {
             ),
             &["operation", "outcome"],
         );
+        let relay_reconnects = IntCounter::new(
+            "relay_reconnects_total",
+            "Times the PostgreSQL change relay lost its listener connection and reconnected",
+        );
         let valid = "metric definitions are valid";
         Self(Arc::new(Inner {
             webhooks: register(&registry, webhooks.expect(valid)),
@@ -94,6 +100,7 @@ impl Metrics {
             websockets: register(&registry, websockets.expect(valid)),
             subscriptions: register(&registry, subscriptions.expect(valid)),
             graphql_requests: register(&registry, graphql_requests.expect(valid)),
+            relay_reconnects: register(&registry, relay_reconnects.expect(valid)),
             registry,
         }))
     }
@@ -111,6 +118,10 @@ impl Metrics {
 
     pub fn sql_statement(&self) {
         self.0.sql_statements.inc();
+    }
+
+    pub fn relay_reconnect(&self) {
+        self.0.relay_reconnects.inc();
     }
 
     pub fn lagged(&self) {

@@ -2,11 +2,12 @@
 
 use entity::webhook_event;
 use sea_orm::{
-    DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryOrder, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryOrder,
+    TransactionTrait,
 };
 
 use crate::store::{entities, events};
-use crate::webhook::apply::apply;
+use crate::webhook::apply::{Locking, apply};
 use crate::webhook::event::{Resolution, resolve};
 
 /// Counts of what a replay did.
@@ -21,6 +22,13 @@ pub struct Replayed {
 /// itself is not changed. Run it with the servers stopped.
 pub async fn replay(db: &DatabaseConnection) -> Result<Replayed, DbErr> {
     let txn = db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        // Intake waits until the replay commits; queries go on reading the old rows meanwhile.
+        txn.execute_unprepared(
+            "LOCK TABLE webhook_event, media, live_stream, simulcast_target, playback_id IN EXCLUSIVE MODE",
+        )
+        .await?;
+    }
     entities::clear(&txn).await?;
     let mut replayed = Replayed::default();
     let mut pages = webhook_event::Entity::find()
@@ -34,7 +42,9 @@ pub async fn replay(db: &DatabaseConnection) -> Result<Replayed, DbErr> {
                 continue;
             };
             if let Resolution::Entity(entity) = resolve(&event.envelope)
-                && apply(&txn, &entity, &event).await?.primary_changed
+                && apply(&txn, &entity, &event, Locking::Held)
+                    .await?
+                    .primary_changed
             {
                 replayed.applied += 1;
             }

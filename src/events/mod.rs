@@ -4,6 +4,8 @@
 //! wrote, wrapped in `Arc`s once and shared by every subscriber: fan-out never reads the database per
 //! subscriber, and building a GraphQL object from a snapshot copies pointers, not rows.
 
+pub mod relay;
+
 use std::sync::Arc;
 
 use entity::{live_stream, media, simulcast_target, webhook_event};
@@ -61,6 +63,25 @@ impl Change {
             event: Arc::new(event),
             moved: changes.into_iter().map(Moved::from).collect(),
         })
+    }
+}
+
+/// Where intake hands a committed change.
+#[derive(Clone)]
+pub enum Publisher {
+    /// Straight onto this instance's bus (SQLite: one instance).
+    Direct(Bus),
+    /// To the relay, which publishes it when its notification comes back, in order with the changes of
+    /// the other instances (PostgreSQL).
+    Relayed(relay::Inbox),
+}
+
+impl Publisher {
+    pub fn publish(&self, change: Arc<Change>) {
+        match self {
+            Self::Direct(bus) => bus.publish(change),
+            Self::Relayed(inbox) => inbox.put(change),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use super::auth::Role;
 use super::errors::{bad_input, forbidden};
 use super::pagination::decode_event_cursor;
 use super::types::{LiveStream, LiveStreamStatus, Media, MediaStatus, WebhookEvent};
-use super::watch::{CATCH_UP_PAGE, entity_stream, events_after, updates_stream};
+use super::watch::{CATCH_UP_PAGE, current_position, entity_stream, events_after, updates_stream};
 use crate::events::{Bus, Snapshot};
 use crate::metrics::Metrics;
 use entity::{live_stream, media};
@@ -90,7 +90,9 @@ impl Subscription {
     ) -> Result<impl Stream<Item = Result<LiveStream>> + use<>> {
         let statuses: Option<Vec<&'static str>> =
             status.map(|s| s.iter().map(|s| s.as_str()).collect());
-        let stream = updates_stream::<Snapshot<live_stream::Model>>(handles(ctx)?, move |s| {
+        let handles = handles(ctx)?;
+        let seen = current_position(&handles.db).await?;
+        let stream = updates_stream::<Snapshot<live_stream::Model>>(handles, seen, move |s| {
             statuses
                 .as_ref()
                 .is_none_or(|list| list.contains(&s.row.status.as_str()))
@@ -108,7 +110,9 @@ impl Subscription {
     ) -> Result<impl Stream<Item = Result<Media>> + use<>> {
         let statuses: Option<Vec<&'static str>> =
             status.map(|s| s.iter().map(|s| s.as_str()).collect());
-        let stream = updates_stream::<Snapshot<media::Model>>(handles(ctx)?, move |s| {
+        let handles = handles(ctx)?;
+        let seen = current_position(&handles.db).await?;
+        let stream = updates_stream::<Snapshot<media::Model>>(handles, seen, move |s| {
             statuses
                 .as_ref()
                 .is_none_or(|list| list.contains(&s.row.status.as_str()))

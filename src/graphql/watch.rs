@@ -7,12 +7,14 @@ use async_graphql::Result;
 use entity::{live_stream, log_position, media, playback_id, webhook_event};
 use futures_util::Stream;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use tokio::sync::broadcast::error::RecvError;
 
 use super::errors::internal;
 use super::subscription::{Handles, Target};
+use crate::events::relay::load_change;
 use crate::events::{Moved, Snapshot};
 use crate::store::entities;
 use crate::webhook::fields::Playback;
@@ -36,16 +38,12 @@ pub async fn events_after(
 
 /// An entity kind a subscription can follow.
 pub trait Watched: Clone + PartialEq + Send + Sync + 'static {
-    /// `entity_kind` of its events in the log.
-    const KIND: &'static str;
     fn from_moved(moved: &Moved) -> Option<&Self>;
-    /// The order key of the event that last changed it.
-    fn key(&self) -> (i64, &str);
     fn id(&self) -> &str;
     fn playback_ids(&self) -> &[Playback];
     fn is_deleted(&self) -> bool;
     fn load(
-        db: &DatabaseConnection,
+        db: &DatabaseTransaction,
         id: &str,
     ) -> impl Future<Output = Result<Option<Self>, DbErr>> + Send;
     /// The id of the entity of this kind a playback id plays, if known.
@@ -56,15 +54,11 @@ pub trait Watched: Clone + PartialEq + Send + Sync + 'static {
 }
 
 impl Watched for Snapshot<media::Model> {
-    const KIND: &'static str = "media";
     fn from_moved(moved: &Moved) -> Option<&Self> {
         match moved {
             Moved::Media(snapshot) => Some(snapshot),
             _ => None,
         }
-    }
-    fn key(&self) -> (i64, &str) {
-        (self.row.last_event_ns, &self.row.last_event_id)
     }
     fn id(&self) -> &str {
         &self.row.id
@@ -75,7 +69,7 @@ impl Watched for Snapshot<media::Model> {
     fn is_deleted(&self) -> bool {
         self.row.status == "DELETED"
     }
-    async fn load(db: &DatabaseConnection, id: &str) -> Result<Option<Self>, DbErr> {
+    async fn load(db: &DatabaseTransaction, id: &str) -> Result<Option<Self>, DbErr> {
         Ok(entities::load_media(db, id).await?.map(|state| Snapshot {
             row: Arc::new(state.row),
             playback_ids: Arc::new(state.playback_ids),
@@ -90,15 +84,11 @@ impl Watched for Snapshot<media::Model> {
 }
 
 impl Watched for Snapshot<live_stream::Model> {
-    const KIND: &'static str = "live_stream";
     fn from_moved(moved: &Moved) -> Option<&Self> {
         match moved {
             Moved::LiveStream(snapshot) => Some(snapshot),
             _ => None,
         }
-    }
-    fn key(&self) -> (i64, &str) {
-        (self.row.last_event_ns, &self.row.last_event_id)
     }
     fn id(&self) -> &str {
         &self.row.id
@@ -109,7 +99,7 @@ impl Watched for Snapshot<live_stream::Model> {
     fn is_deleted(&self) -> bool {
         self.row.status == "DELETED"
     }
-    async fn load(db: &DatabaseConnection, id: &str) -> Result<Option<Self>, DbErr> {
+    async fn load(db: &DatabaseTransaction, id: &str) -> Result<Option<Self>, DbErr> {
         Ok(entities::load_live(db, id).await?.map(|state| Snapshot {
             row: Arc::new(state.row),
             playback_ids: Arc::new(state.playback_ids),
@@ -123,15 +113,40 @@ impl Watched for Snapshot<live_stream::Model> {
     }
 }
 
-/// True when `snapshot` is worth sending after `last`: a newer event, or the same event refolded into a
-/// different state (a late event can change an entity without changing its newest key).
-fn is_news<W: Watched>(last: Option<&W>, snapshot: &W) -> bool {
-    last.is_none_or(|last| {
-        snapshot.key() > last.key() || (snapshot.key() == last.key() && snapshot != last)
-    })
+/// The last position and, as of exactly that position, the entity `id`: both read in one snapshot, so
+/// changes after the position are exactly those the state does not reflect yet.
+async fn load_at<W: Watched>(db: &DatabaseConnection, id: &str) -> Result<(i64, Option<W>), DbErr> {
+    let txn = if db.get_database_backend() == DbBackend::Postgres {
+        db.begin_with_config(
+            Some(IsolationLevel::RepeatableRead),
+            Some(AccessMode::ReadOnly),
+        )
+        .await?
+    } else {
+        db.begin().await?
+    };
+    let position = log_position::Entity::find_by_id(1)
+        .one(&txn)
+        .await?
+        .map_or(0, |row| row.last);
+    let state = W::load(&txn, id).await?;
+    txn.commit().await?;
+    Ok((position, state))
+}
+
+/// The last position handed out.
+pub async fn current_position(db: &DatabaseConnection) -> Result<i64> {
+    Ok(log_position::Entity::find_by_id(1)
+        .one(db)
+        .await
+        .map_err(internal)?
+        .map_or(0, |row| row.last))
 }
 
 /// One entity: its current state (once it exists), then every change, until its deletion.
+///
+/// The bus delivers changes in position order. `seen` is the position the last sent state reflects:
+/// older changes (already in a state read from the database) are skipped, so a client never goes back.
 pub fn entity_stream<W: Watched>(
     handles: Handles,
     target: Target,
@@ -144,6 +159,7 @@ pub fn entity_stream<W: Watched>(
             Target::PlaybackId(_) => None,
         };
         let mut last: Option<W> = None;
+        let mut seen = 0;
         // Read the current state at the start and after falling behind the channel.
         let mut reload = true;
         loop {
@@ -152,27 +168,29 @@ pub fn entity_stream<W: Watched>(
                 if let (None, Target::PlaybackId(playback)) = (&id, &target) {
                     id = W::owner_of(&db, playback).await.map_err(internal)?;
                 }
-                let current = match &id {
-                    Some(id) => W::load(&db, id).await.map_err(internal)?,
-                    None => None,
-                };
-                if let Some(current) = current.filter(|c| is_news(last.as_ref(), c)) {
-                    last = Some(current.clone());
-                    yield current;
+                if let Some(current_id) = &id {
+                    let (position, current) = load_at::<W>(&db, current_id).await.map_err(internal)?;
+                    seen = seen.max(position);
+                    if let Some(current) = current.filter(|c| last.as_ref() != Some(c)) {
+                        last = Some(current.clone());
+                        yield current;
+                    }
                 }
             }
             if last.as_ref().is_some_and(W::is_deleted) {
                 break;
             }
             match changes.recv().await {
+                Ok(change) if change.position <= seen => {}
                 Ok(change) => {
+                    seen = change.position;
                     for snapshot in change.moved.iter().filter_map(W::from_moved) {
                         let ours = match (&id, &target) {
                             (Some(id), _) => snapshot.id() == id,
                             (None, Target::PlaybackId(p)) => snapshot.playback_ids().iter().any(|x| &x.id == p),
                             (None, Target::Id(_)) => false,
                         };
-                        if ours && is_news(last.as_ref(), snapshot) {
+                        if ours && last.as_ref() != Some(snapshot) {
                             id = Some(snapshot.id().to_owned());
                             last = Some(snapshot.clone());
                             yield snapshot.clone();
@@ -189,57 +207,45 @@ pub fn entity_stream<W: Watched>(
     }
 }
 
-/// Every change to entities of one kind that passes `filter`, from the moment of subscribing.
+/// Every change to entities of one kind that passes `filter`, after position `seen` (read before the
+/// subscription was made, so a change committed in between is caught up from the log, not lost).
 pub fn updates_stream<W: Watched>(
     handles: Handles,
+    mut seen: i64,
     filter: impl Fn(&W) -> bool + Send + 'static,
 ) -> impl Stream<Item = Result<W>> {
     let Handles { db, bus, metrics } = handles;
     let mut changes = bus.subscribe();
     async_stream::try_stream! {
-        // Changes up to `seen` were sent, or happened before the subscription.
-        let mut seen = log_position::Entity::find_by_id(1)
-            .one(&db)
-            .await
-            .map_err(internal)?
-            .map_or(0, |row| row.last);
         loop {
-            match changes.recv().await {
-                Ok(change) if change.position <= seen => {}
-                Ok(change) => {
-                    seen = change.position;
-                    for snapshot in change.moved.iter().filter_map(W::from_moved) {
-                        if filter(snapshot) {
-                            yield snapshot.clone();
-                        }
-                    }
-                }
+            let change = match changes.recv().await {
+                Ok(change) if change.position <= seen => continue,
+                Ok(change) => change,
                 Err(RecvError::Lagged(_)) => {
-                    // Send the current state of every entity of this kind changed since `seen`.
                     metrics.lagged();
-                    let mut ids = Vec::new();
-                    loop {
-                        let page = events_after(&db, seen).await?;
-                        let full = page.len() as u64 == CATCH_UP_PAGE;
-                        for row in page {
-                            seen = row.position.unwrap_or(seen);
-                            let id = row.entity_id.filter(|_| row.entity_kind.as_deref() == Some(W::KIND));
-                            if let Some(id) = id.filter(|id| !ids.contains(id)) {
-                                ids.push(id);
-                            }
-                        }
-                        if !full {
-                            break;
-                        }
+                    // Missed changes are rebuilt from the log, each as of its own position, in order.
+                    match current_position(&db).await? {
+                        latest if latest > seen => load_change(&db, latest).await.map_err(internal)?,
+                        _ => continue,
                     }
-                    for id in ids {
-                        let current = W::load(&db, &id).await.map_err(internal)?;
-                        if let Some(current) = current.filter(|c| filter(c)) {
-                            yield current;
-                        }
-                    }
+                    .ok_or_else(|| internal("a committed change vanished from the log"))?
                 }
                 Err(RecvError::Closed) => break,
+            };
+            let mut missed = Vec::new();
+            for position in seen + 1..change.position {
+                if let Some(change) = load_change(&db, position).await.map_err(internal)? {
+                    missed.push(change);
+                }
+            }
+            missed.push(change);
+            for change in missed {
+                seen = change.position;
+                for snapshot in change.moved.iter().filter_map(W::from_moved) {
+                    if filter(snapshot) {
+                        yield snapshot.clone();
+                    }
+                }
             }
         }
     }

@@ -89,7 +89,7 @@ async fn subscribe(state: AppState, request: Request) -> Response {
         Err(rejection) => return rejection.into_response(),
     };
     upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .protocols([protocol.sec_websocket_protocol()])
         // Small buffers: a server holds thousands of mostly idle subscribers (the defaults are 128 KiB each).
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)

@@ -2,7 +2,8 @@
 //! (subscriptions-transport-ws) one. Message shapes come from async-graphql (`ClientMessage`); this module
 //! owns the connection's rules, with the close codes `graphql-transport-ws` specifies:
 //! init not received in time 4408, subscribe before ack 4401, duplicate operation id 4409, rejected init
-//! 4403, second init 4429, unreadable message 4400; the server pings, and drops peers that stop answering.
+//! 4403, second init 4429, unreadable message 4400; the server pings, and drops peers that stop answering
+//! (1008).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -120,8 +121,13 @@ async fn handshake(
     state: &AppState,
 ) -> Result<Data, Close> {
     let deadline = Instant::now() + connection.config.init_timeout;
+    let mut shutdown = state.shutdown.clone();
     loop {
-        let frame = match tokio::time::timeout_at(deadline, stream.next()).await {
+        let frame = tokio::select! {
+            frame = tokio::time::timeout_at(deadline, stream.next()) => frame,
+            _ = shutdown.wait_for(|stopping| *stopping) => return Err(Close(1001, "server shutting down")),
+        };
+        let frame = match frame {
             Err(_) => return Err(Close(4408, "Connection initialisation timeout")),
             Ok(None) | Ok(Some(Err(_))) => return Err(Close(1000, "")),
             Ok(Some(Ok(frame))) => frame,
@@ -195,7 +201,7 @@ async fn run(
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > connection.config.ping_interval * 2 {
-                    return Err(Close(4408, "no answer to pings"));
+                    return Err(Close(1008, "no answer to pings"));
                 }
                 if connection.legacy() {
                     // Legacy clients do not answer `ka`; a websocket ping frame gets a pong from any client.

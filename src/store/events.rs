@@ -58,6 +58,21 @@ pub async fn assign_position(db: &impl ConnectionTrait, seq: i64) -> Result<i64,
     Ok(position)
 }
 
+/// Tells every instance listening (PostgreSQL `LISTEN`) that the event at `position` is committed: the
+/// notification is sent on commit, in commit order, and not at all on rollback.
+pub async fn notify(db: &impl ConnectionTrait, position: i64) -> Result<(), DbErr> {
+    db.execute_raw(Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "SELECT pg_notify($1, $2)",
+        [
+            crate::events::relay::CHANNEL.into(),
+            position.to_string().into(),
+        ],
+    ))
+    .await
+    .map(drop)
+}
+
 /// Records the outcome decided after applying.
 pub async fn set_outcome(
     db: &impl ConnectionTrait,
@@ -84,10 +99,25 @@ pub async fn history(
     id: &str,
     parent: Option<&str>,
 ) -> Result<Vec<Event>, DbErr> {
+    history_until(db, kind, id, parent, None).await
+}
+
+/// [`history`] limited, when `position` is given, to the events committed up to that position. (Without
+/// it, the history includes the event being applied in this transaction, which has no position yet.)
+pub async fn history_until(
+    db: &impl ConnectionTrait,
+    kind: &str,
+    id: &str,
+    parent: Option<&str>,
+    position: Option<i64>,
+) -> Result<Vec<Event>, DbErr> {
     use webhook_event::Column as C;
     let mut condition = C::EntityKind.eq(kind).and(C::EntityId.eq(id));
     if let Some(parent) = parent {
         condition = condition.or(C::EntityKind.eq("live_stream").and(C::EntityId.eq(parent)));
+    }
+    if let Some(position) = position {
+        condition = condition.and(C::Position.lte(position));
     }
     let rows = webhook_event::Entity::find()
         .filter(condition)

@@ -29,33 +29,57 @@ pub struct Applied {
     pub changes: Vec<Changed>,
 }
 
+/// Whether `apply` takes the per-entity locks: intake does; `replay` locks whole tables instead (one
+/// transaction holding a lock per entity would exhaust PostgreSQL's lock table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locking {
+    PerEntity,
+    Held,
+}
+
+async fn lock(
+    db: &impl ConnectionTrait,
+    locking: Locking,
+    kind: &str,
+    id: &str,
+) -> Result<(), DbErr> {
+    match locking {
+        Locking::PerEntity => lock_entity(db, kind, id).await,
+        Locking::Held => Ok(()),
+    }
+}
+
 /// Applies `event` to `entity` and to the entities it drags along (a stream's simulcast targets).
 pub async fn apply(
     db: &impl ConnectionTrait,
     entity: &EntityRef,
     event: &Event,
+    locking: Locking,
 ) -> Result<Applied, DbErr> {
     let mut applied = Applied::default();
     match entity {
         EntityRef::Media(id) => {
-            if let Some(state) = apply_media(db, id, event).await? {
+            if let Some(state) = apply_media(db, id, event, locking).await? {
                 applied.primary_changed = true;
                 applied.changes.push(Changed::Media(state));
             }
         }
         EntityRef::LiveStream(id) => {
-            if let Some(state) = apply_live(db, id, event).await? {
+            if let Some(state) = apply_live(db, id, event, locking).await? {
                 applied.primary_changed = true;
                 applied.changes.push(Changed::LiveStream(state));
             }
             for target in targets_touched(db, id, event).await? {
-                if let Some(state) = apply_target(db, &target, id, event).await? {
+                if let Some(state) = apply_target(db, &target, id, event, locking).await? {
                     applied.changes.push(Changed::SimulcastTarget(state));
                 }
             }
         }
         EntityRef::SimulcastTarget { id, parent } => {
-            if let Some(state) = apply_target(db, id, parent, event).await? {
+            // Locks in the same order as a stream event (stream, then its targets), so that a target
+            // created now and its parent's concurrent `idle` see each other.
+            lock(db, locking, "live_stream", parent).await?;
+            if let Some(state) = apply_target(db, id, parent, event, locking).await? {
                 applied.primary_changed = true;
                 applied.changes.push(Changed::SimulcastTarget(state));
             }
@@ -72,8 +96,9 @@ async fn apply_media(
     db: &impl ConnectionTrait,
     id: &str,
     event: &Event,
+    locking: Locking,
 ) -> Result<Option<MediaState>, DbErr> {
-    lock_entity(db, "media", id).await?;
+    lock(db, locking, "media", id).await?;
     let old = entities::load_media(db, id).await?;
     let new = match &old {
         Some(o) if is_late(key(&o.row.last_event_ns, &o.row.last_event_id), event) => {
@@ -96,8 +121,9 @@ async fn apply_live(
     db: &impl ConnectionTrait,
     id: &str,
     event: &Event,
+    locking: Locking,
 ) -> Result<Option<LiveState>, DbErr> {
-    lock_entity(db, "live_stream", id).await?;
+    lock(db, locking, "live_stream", id).await?;
     let old = entities::load_live(db, id).await?;
     let new = match &old {
         Some(o) if is_late(key(&o.row.last_event_ns, &o.row.last_event_id), event) => {
@@ -138,12 +164,21 @@ async fn apply_target(
     id: &str,
     parent: &str,
     event: &Event,
+    locking: Locking,
 ) -> Result<Option<TargetState>, DbErr> {
-    lock_entity(db, "simulcast_target", id).await?;
+    lock(db, locking, "simulcast_target", id).await?;
     let old = entities::load_target(db, id).await?;
+    // A target's state also depends on its parent's events (`idle`, `simulcastResponses`): a new target,
+    // or a late event, folds the whole history, so parent events stored before the target was known count.
     let new = match &old {
-        Some(o) if is_late(key(&o.last_event_ns, &o.last_event_id), event) => {
-            let parent = o.live_stream_id.clone();
+        Some(o) if !is_late(key(&o.last_event_ns, &o.last_event_id), event) => {
+            simulcast::step(old.as_ref(), id, parent, event)
+        }
+        _ => {
+            let parent = old
+                .as_ref()
+                .map_or(parent, |o| o.live_stream_id.as_str())
+                .to_owned();
             let history = events::history(db, "simulcast_target", id, Some(&parent)).await?;
             history.iter().fold(None, |state: Option<TargetState>, e| {
                 let parent = match resolve(&e.envelope) {
@@ -153,7 +188,6 @@ async fn apply_target(
                 simulcast::step(state.as_ref(), id, &parent, e).or(state)
             })
         }
-        _ => simulcast::step(old.as_ref(), id, parent, event),
     };
     match new {
         Some(new) if old.as_ref() != Some(&new) => {

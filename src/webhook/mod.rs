@@ -17,7 +17,7 @@ use std::sync::Arc;
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 use tokio::sync::Mutex;
 
-use crate::events::{Bus, Change};
+use crate::events::{Change, Publisher};
 use crate::store::events as log;
 use entity::webhook_event;
 use envelope::{Body, Envelope, classify};
@@ -96,19 +96,19 @@ pub struct Intake {
     /// SQLite allows one writer: intake transactions take this lock so they queue here instead of failing
     /// with `SQLITE_BUSY`. `None` on PostgreSQL, where per-entity advisory locks serialise writers.
     serial: Option<Arc<Mutex<()>>>,
-    /// Where committed changes are published.
-    pub bus: Bus,
+    /// Where committed changes go.
+    pub publisher: Publisher,
 }
 
 impl Intake {
-    pub fn new(db: DatabaseConnection, secrets: Secrets, bus: Bus) -> Self {
+    pub fn new(db: DatabaseConnection, secrets: Secrets, publisher: Publisher) -> Self {
         let serial =
             (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Self {
             db,
             secrets,
             serial,
-            bus,
+            publisher,
         }
     }
 
@@ -184,7 +184,7 @@ impl Intake {
         row.seq = seq;
         let mut changes = Vec::new();
         if let Some(entity) = entity {
-            let applied = apply::apply(&txn, entity, &event).await?;
+            let applied = apply::apply(&txn, entity, &event, apply::Locking::PerEntity).await?;
             if !applied.primary_changed {
                 outcome = Outcome::Stale;
                 row.outcome = outcome.as_str().to_owned();
@@ -193,10 +193,16 @@ impl Intake {
             }
             changes = applied.changes;
         }
-        row.position = Some(log::assign_position(&txn, seq).await?);
+        let position = log::assign_position(&txn, seq).await?;
+        row.position = Some(position);
+        if let Publisher::Relayed(_) = self.publisher {
+            log::notify(&txn, position).await?;
+        }
         txn.commit().await?;
+        // Published before the SQLite writer lock is released, so changes reach the bus in position order
+        // (on PostgreSQL the relay orders them).
+        self.publisher.publish(Change::new(row, changes));
         drop(_writer);
-        self.bus.publish(Change::new(row, changes));
         Ok(Reply::Stored(outcome))
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use fastpix_sync::http::ws::WsConfig;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -40,12 +41,12 @@ fn n_of(data: &Value) -> Option<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_neither_delays_others_nor_misses_the_current_state() {
-    let app = spawn_configured(
-        TestDb::new().await,
-        |s| s.bus_capacity = 8,
-        Default::default(),
-    )
-    .await;
+    // The server drops a peer that reads nothing for `send_timeout`: keep it well above this test's length.
+    let ws = WsConfig {
+        send_timeout: Duration::from_secs(120),
+        ..WsConfig::default()
+    };
+    let app = spawn_configured(TestDb::new().await, |s| s.bus_capacity = 8, ws).await;
     app.deliver_fixture("video.live_stream.created").await;
     let mut stuck = watch_stream(&app).await;
     let mut normal = watch_stream(&app).await;

@@ -67,6 +67,8 @@ pub fn fixture(name: &str) -> Vec<u8> {
 pub struct TestDb {
     pub url: String,
     postgres: Option<(String, String)>,
+    /// Whether dropping this drops the PostgreSQL database (false for a second handle on it).
+    owner: bool,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -85,6 +87,7 @@ impl TestDb {
                 Self {
                     url,
                     postgres: None,
+                    owner: true,
                     _dir: Some(dir),
                 }
             }
@@ -112,6 +115,21 @@ impl TestDb {
         Self {
             url: format!("{base}/{name}"),
             postgres: Some((admin_url.clone(), name)),
+            owner: true,
+            _dir: None,
+        }
+    }
+
+    /// Another handle on the same PostgreSQL database (for a second instance); it drops nothing.
+    pub fn another_handle(&self) -> Self {
+        assert!(
+            self.is_postgres(),
+            "only PostgreSQL databases are shared between instances"
+        );
+        Self {
+            url: self.url.clone(),
+            postgres: self.postgres.clone(),
+            owner: false,
             _dir: None,
         }
     }
@@ -148,7 +166,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else {
+        let Some((admin_url, name)) = self.postgres.take().filter(|_| self.owner) else {
             return;
         };
         // Async work cannot run in `drop`: use a thread with a runtime of its own.
@@ -176,6 +194,8 @@ pub struct TestApp {
     /// A connection of the test's own to the server's database, for looking at rows.
     pub db: DatabaseConnection,
     pub test_db: TestDb,
+    /// The instance name (its PostgreSQL relay connection's `application_name`).
+    pub instance: String,
     stop: Option<oneshot::Sender<()>>,
     /// The server task: it ends after `shutdown()`.
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -196,6 +216,12 @@ pub async fn spawn_configured(
     configure: impl FnOnce(&mut Settings),
     ws: WsConfig,
 ) -> TestApp {
+    // Server warnings and errors go to the test's captured output (shown when a test fails).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_ansi(false)
+        .with_env_filter("fastpix_sync=warn")
+        .try_init();
     let mut settings = Settings::for_tests(test_db.url.clone());
     settings.webhook_secret = Some(SECRET.to_owned());
     settings.admin_token = Some(ADMIN_TOKEN.to_owned());
@@ -205,6 +231,7 @@ pub async fn spawn_configured(
         .expect("the app starts")
         .with_ws_config(ws);
     let address = format!("http://{}", app.local_addr());
+    let instance = app.state().instance.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -217,6 +244,7 @@ pub async fn spawn_configured(
         client: reqwest::Client::new(),
         db,
         test_db,
+        instance,
         stop: Some(stop),
         server,
     }

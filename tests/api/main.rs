@@ -6,6 +6,7 @@ mod helpers;
 mod ws_client;
 
 mod cli;
+mod cluster;
 mod failure;
 mod fanout;
 mod intake;

@@ -16,7 +16,7 @@ use crate::helpers::*;
 
 /// The media and live sequences in `createdAt` order, plus two events for the upload media: `ready`, then
 /// a later `updated` that says `Processing` (which must not take `READY` away).
-fn in_order_events() -> Vec<Vec<u8>> {
+pub fn in_order_events() -> Vec<Vec<u8>> {
     let mut names: Vec<&str> = MEDIA_SEQUENCE.to_vec();
     names.extend(LIVE_SEQUENCE);
     let mut events: Vec<Vec<u8>> = names.iter().map(|name| fixture(name)).collect();
@@ -72,7 +72,7 @@ fn ids_in(event: &Value) -> Vec<String> {
 }
 
 /// The sequence with every id renamed for case `case`.
-fn renamed(events: &[Vec<u8>], case: usize) -> Vec<Vec<u8>> {
+pub fn renamed(events: &[Vec<u8>], case: usize) -> Vec<Vec<u8>> {
     let ids: BTreeSet<String> = events
         .iter()
         .flat_map(|e| ids_in(&serde_json::from_slice(e).unwrap()))
@@ -95,7 +95,7 @@ fn suffix(case: usize) -> String {
 }
 
 /// A case's rows with its suffix removed, comparable with another case's.
-fn rows_of_case(all: &Value, case: usize) -> Value {
+pub fn rows_of_case(all: &Value, case: usize) -> Value {
     let suffix = suffix(case);
     let mut rows = json!({});
     for (table, list) in all.as_object().unwrap() {

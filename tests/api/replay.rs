@@ -50,3 +50,36 @@ async fn replay_rebuilds_identical_rows_after_a_shuffled_delivery() {
 
     assert_eq!(app.entity_rows().await, before);
 }
+
+/// A target first heard of after its stream went idle (with no target listed) still folds that `idle`,
+/// exactly as `replay` does.
+#[tokio::test]
+async fn a_target_first_seen_after_its_streams_idle_folds_the_idle_like_replay() {
+    let app = spawn_app().await;
+    let mut idle: serde_json::Value =
+        serde_json::from_slice(&fixture("video.live_stream.idle")).unwrap();
+    idle["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("simulcastResponses");
+    app.deliver_fixture("video.live_stream.created").await;
+    app.deliver(&serde_json::to_vec(&idle).unwrap()).await;
+    app.deliver_fixture("video.live_stream.simulcast_target.created")
+        .await;
+    app.deliver_fixture("video.live_stream.simulcast_target.starting")
+        .await;
+    let before = app.entity_rows().await;
+    assert_eq!(
+        before["simulcast_target"][0]["status"], "IDLE",
+        "the later idle wins: {before}"
+    );
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fastpix-sync"))
+        .arg("replay")
+        .env("DATABASE_URL", &app.test_db.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(app.entity_rows().await, before);
+}

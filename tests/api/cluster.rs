@@ -1,0 +1,252 @@
+//! Acceptance of the scale-out issue: two real instances on one PostgreSQL database. These tests need
+//! PostgreSQL (`TEST_DATABASE_URL`); on SQLite, where the relay is off, they have nothing to run.
+
+use std::time::Duration;
+
+use fastpix_sync::http::ws::WsConfig;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::ordering::{in_order_events, renamed, rows_of_case};
+use crate::ws_client::*;
+
+/// Two instances on one fresh PostgreSQL database, or `None` on SQLite.
+async fn two_instances() -> Option<(TestApp, TestApp)> {
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        eprintln!(
+            "the cluster tests need PostgreSQL (TEST_DATABASE_URL); nothing to run on SQLite"
+        );
+        return None;
+    }
+    let second = db.another_handle();
+    let a = spawn_app_on(db).await;
+    let b = spawn_configured(second, |_| {}, WsConfig::default()).await;
+    Some((a, b))
+}
+
+async fn admin(app: &TestApp) -> WsClient {
+    let mut client = WsClient::connect(app, TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
+        .await;
+    client
+}
+
+async fn watch(app: &TestApp) -> WsClient {
+    let mut client = admin(app).await;
+    client
+        .subscribe(
+            "stream",
+            "subscription($id: ID) { liveStream(id: $id) { status lastEventType } }",
+            json!({ "id": STREAM_ID }),
+        )
+        .await;
+    client
+        .subscribe(
+            "events",
+            "subscription { webhookEvents { id cursor } }",
+            json!({}),
+        )
+        .await;
+    // Let the server register both before events arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client
+}
+
+/// Reads `count` messages and sorts them by operation: (stream statuses, event ids).
+async fn read(client: &mut WsClient, count: usize) -> (Vec<String>, Vec<String>) {
+    let (mut statuses, mut events) = (Vec::new(), Vec::new());
+    for _ in 0..count {
+        let message = client.message().await;
+        let data = &message["payload"]["data"];
+        match message["id"].as_str() {
+            Some("stream") => statuses.push(
+                data["liveStream"]["lastEventType"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            Some("events") => events.push(data["webhookEvents"]["id"].as_str().unwrap().to_owned()),
+            _ => panic!("unexpected {message}"),
+        }
+    }
+    (statuses, events)
+}
+
+fn event_id(name: &str) -> String {
+    serde_json::from_slice::<Value>(&fixture(name)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_webhook_on_one_instance_reaches_subscribers_of_the_other() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let mut on_a = watch(&a).await;
+    let mut on_b = watch(&b).await;
+
+    a.deliver_fixture("video.live_stream.created").await;
+    b.deliver_fixture("video.live_stream.preparing").await;
+    for client in [&mut on_a, &mut on_b] {
+        let (statuses, events) = read(client, 4).await;
+        assert_eq!(
+            statuses,
+            ["video.live_stream.created", "video.live_stream.preparing"]
+        );
+        assert_eq!(
+            events,
+            [
+                event_id("video.live_stream.created"),
+                event_id("video.live_stream.preparing")
+            ]
+        );
+        assert!(
+            client
+                .recv_within(Duration::from_millis(300))
+                .await
+                .is_none(),
+            "each change exactly once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lost_listener_reconnects_and_delivers_what_was_committed_meanwhile() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let mut on_b = watch(&b).await;
+    a.deliver_fixture("video.live_stream.created").await;
+    assert_eq!(read(&mut on_b, 2).await.0, ["video.live_stream.created"]);
+
+    let admin_db = b.test_db.admin().await;
+    let terminated = admin_db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = '{}'", b.instance),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(
+        terminated, 1,
+        "B's listener connection was found and terminated"
+    );
+    let names = &LIVE_SEQUENCE[2..8];
+    for name in names {
+        a.deliver_fixture(name).await;
+    }
+    // Six events, four of which change the stream.
+    let (_, events) = read(&mut on_b, names.len() + 4).await;
+    let expected: Vec<String> = names.iter().map(|n| event_id(n)).collect();
+    assert_eq!(
+        events, expected,
+        "every event, in order, after the reconnect"
+    );
+    assert!(b.metric("fastpix_sync_relay_reconnects_total", &[]).await >= 1.0);
+    assert!(on_b.recv_within(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_cursor_from_one_instance_resumes_on_the_other() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let names: Vec<&str> = MEDIA_SEQUENCE.to_vec();
+    for name in &names[..3] {
+        a.deliver_fixture(name).await;
+    }
+    let mut on_a = admin(&a).await;
+    on_a.subscribe(
+        "e",
+        "subscription { webhookEvents { id cursor } }",
+        json!({}),
+    )
+    .await;
+    let mut cursor = String::new();
+    for name in &names[..3] {
+        let event = on_a.next_data("e").await["webhookEvents"].clone();
+        assert_eq!(event["id"], event_id(name));
+        cursor = event["cursor"].as_str().unwrap().to_owned();
+    }
+    drop(on_a);
+    for (i, name) in names[3..].iter().enumerate() {
+        if i % 2 == 0 {
+            a.deliver_fixture(name).await
+        } else {
+            b.deliver_fixture(name).await
+        };
+    }
+    let mut on_b = admin(&b).await;
+    on_b.subscribe(
+        "e",
+        "subscription($c: String) { webhookEvents(after: $c) { id } }",
+        json!({ "c": cursor }),
+    )
+    .await;
+    for name in &names[3..] {
+        assert_eq!(
+            on_b.next_data("e").await["webhookEvents"]["id"],
+            event_id(name)
+        );
+    }
+    assert!(
+        on_b.recv_within(Duration::from_millis(300)).await.is_none(),
+        "nothing twice"
+    );
+}
+
+/// A fixed pseudo-random permutation of `0..n` for round `round`.
+fn shuffled(n: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (round as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_deliveries_split_across_instances_end_in_the_in_order_state() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let events = in_order_events();
+    let baseline: Vec<usize> = (0..events.len()).collect();
+    for &i in &baseline {
+        a.deliver(&renamed(&events, 0)[i]).await;
+    }
+    let expected = rows_of_case(&a.entity_rows().await, 0);
+    const ROUNDS: usize = 20;
+    for round in 1..=ROUNDS {
+        let renamed = renamed(&events, round);
+        let order = shuffled(events.len(), round);
+        // Every delivery of the round at once, alternately to A and B, plus a duplicate of each on the
+        // other instance.
+        let posts = order.iter().enumerate().flat_map(|(k, &i)| {
+            let (first, second) = if k % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            [first.deliver(&renamed[i]), second.deliver(&renamed[i])]
+        });
+        for (code, status) in futures_util::future::join_all(posts).await {
+            assert_eq!(code, 200, "round {round}: {status}");
+        }
+        let rows = rows_of_case(&a.entity_rows().await, round);
+        assert_eq!(rows, expected, "round {round}, order {order:?}");
+    }
+    let stored = a.count("webhook_event").await;
+    assert_eq!(
+        stored as usize,
+        events.len() * (ROUNDS + 1),
+        "each event stored once"
+    );
+}
