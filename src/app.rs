@@ -16,6 +16,9 @@ use crate::webhook::verify::BadSecret;
 use crate::webhook::{Intake, Secrets};
 use tokio::sync::watch;
 
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shared state of every handler. Cheap to clone: each field is a handle.
 #[derive(Clone)]
 pub struct AppState {
@@ -175,12 +178,24 @@ impl Application {
         let router = crate::http::router(self.state);
         tracing::info!(address = %self.listener.local_addr()?, "listening");
         let stopping = self.stopping;
+        let mut stopped = stopping.subscribe();
         let signal = async move {
             shutdown.await;
             let _ = stopping.send(true);
         };
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(signal)
-            .await
+        let serve = axum::serve(self.listener, router).with_graceful_shutdown(signal);
+        // Draining is bounded: a request still running `SHUTDOWN_GRACE` after the signal is abandoned
+        // (its transaction, if any, rolls back, and FastPix retries the delivery).
+        let deadline = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = serve => served,
+            () = deadline => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running after the shutdown grace period; exiting anyway");
+                Ok(())
+            }
+        }
     }
 }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::simulate::Scenario;
+
 /// fastpix-sync keeps a live, queryable GraphQL mirror of a FastPix workspace from its webhooks.
 #[derive(Debug, Parser)]
 #[command(name = "fastpix-sync", version, about)]
@@ -25,6 +27,21 @@ pub enum Command {
     Schema,
     /// Rebuild the media, live stream and simulcast target tables from the stored event log.
     Replay,
+    /// Send a realistic, signed FastPix event sequence to a running server.
+    Simulate {
+        /// Which sequence to send.
+        #[arg(value_enum, default_value_t = Scenario::All)]
+        scenario: Scenario,
+        /// Base URL of the server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Signing secret (base64); defaults to the first of FASTPIX_WEBHOOK_SECRET. None sends unsigned.
+        #[arg(long, hide_env_values = true)]
+        secret: Option<String>,
+        /// Milliseconds between events.
+        #[arg(long, default_value_t = 1500)]
+        pace: u64,
+    },
 }
 
 /// Settings shared by every command.

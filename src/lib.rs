@@ -15,6 +15,7 @@
 //! - [`graphql`]: the schema: queries, types, batch loaders, admin guard.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`replay`]: rebuilding the entity tables from the event log.
+//! - [`simulate`]: sending realistic signed event sequences to a running server.
 
 pub mod app;
 pub mod config;
@@ -25,5 +26,6 @@ pub mod graphql;
 pub mod http;
 pub mod metrics;
 pub mod replay;
+pub mod simulate;
 pub mod store;
 pub mod webhook;

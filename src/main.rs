@@ -34,6 +34,25 @@ async fn run(command: Command, settings: &Settings) -> Result<(), Box<dyn std::e
             println!("migrations applied");
         }
         Command::Schema => print!("{}", fastpix_sync::graphql::sdl()),
+        Command::Simulate {
+            scenario,
+            url,
+            secret,
+            pace,
+        } => {
+            let secret = secret.or_else(|| {
+                let configured = settings.webhook_secret.as_deref()?;
+                configured.split(',').map(str::trim).find(|s| !s.is_empty()).map(str::to_owned)
+            });
+            fastpix_sync::simulate::run(
+                scenario,
+                &url,
+                secret.as_deref(),
+                std::time::Duration::from_millis(pace),
+                &mut std::io::stdout(),
+            )
+            .await?;
+        }
         Command::Replay => {
             let db = fastpix_sync::db::connect_and_migrate(&settings.database_url).await?;
             let replayed = fastpix_sync::replay::replay(&db).await?;

@@ -8,8 +8,12 @@ pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Uri;
-use tower_http::trace::TraceLayer;
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use axum::http::{Request, Uri};
+use tower_http::LatencyUnit;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::{Level, Span};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -24,9 +28,24 @@ pub fn router(state: AppState) -> Router {
         .merge(graphql::router())
         .merge(playground::router())
         .fallback(not_found)
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+        )
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .with_state(state)
+}
+
+/// One span per request: method and route (the matched pattern, never the query string, which may carry a
+/// GraphQL document); the response line adds status and latency.
+fn request_span(request: &Request<Body>) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), route)
 }
 
 async fn not_found(uri: Uri) -> ApiError {

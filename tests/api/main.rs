@@ -10,6 +10,7 @@ mod cluster;
 mod failure;
 mod fanout;
 mod intake;
+mod operations;
 mod ordering;
 mod playground;
 mod protocol;
