@@ -16,6 +16,9 @@ use crate::webhook::verify::BadSecret;
 use crate::webhook::{Intake, Secrets};
 use tokio::sync::watch;
 
+/// How often the event log is pruned.
+pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -74,6 +77,8 @@ pub struct Application {
     stopping: watch::Sender<bool>,
     /// The PostgreSQL change relay, started by `run_until`.
     relay: Option<Relay>,
+    /// Days of event log to keep (0: all).
+    retention_days: u32,
 }
 
 impl Application {
@@ -134,6 +139,7 @@ impl Application {
             listener,
             stopping,
             relay,
+            retention_days: settings.event_retention_days,
             state: AppState {
                 db,
                 intake,
@@ -175,6 +181,12 @@ impl Application {
         if let Some(relay) = self.relay {
             tokio::spawn(relay.run());
         }
+        tokio::spawn(crate::retention::run_in_background(
+            self.state.db.clone(),
+            self.retention_days,
+            RETENTION_INTERVAL,
+            self.stopping.subscribe(),
+        ));
         let router = crate::http::router(self.state);
         tracing::info!(address = %self.listener.local_addr()?, "listening");
         let stopping = self.stopping;

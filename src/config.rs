@@ -27,6 +27,8 @@ pub enum Command {
     Schema,
     /// Rebuild the media, live stream and simulcast target tables from the stored event log.
     Replay,
+    /// Prune the event log once, as the server does in the background (see --event-retention-days).
+    Prune,
     /// Send a realistic, signed FastPix event sequence to a running server.
     Simulate {
         /// Which sequence to send.
@@ -83,6 +85,16 @@ pub struct Settings {
     )]
     pub admin_token: Option<String>,
 
+    /// Days of event log to keep (pruned in the background); 0 keeps everything. The newest applied event
+    /// of every entity is always kept.
+    #[arg(
+        long,
+        env = "FASTPIX_SYNC_EVENT_RETENTION_DAYS",
+        default_value_t = 90,
+        global = true
+    )]
+    pub event_retention_days: u32,
+
     /// Changes kept for subscribers that fall behind; one that falls further re-reads the database.
     #[arg(
         long,
@@ -115,6 +127,7 @@ impl fmt::Debug for Settings {
             )
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("bus_capacity", &self.bus_capacity)
+            .field("event_retention_days", &self.event_retention_days)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -129,6 +142,7 @@ impl Settings {
             webhook_secret: None,
             admin_token: None,
             bus_capacity: 1024,
+            event_retention_days: 90,
             log_format: LogFormat::Text,
         }
     }

@@ -15,6 +15,7 @@
 //! - [`graphql`]: the schema: queries, types, batch loaders, admin guard.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`replay`]: rebuilding the entity tables from the event log.
+//! - [`retention`]: pruning old events without losing what the entity tables need.
 //! - [`simulate`]: sending realistic signed event sequences to a running server.
 
 pub mod app;
@@ -26,6 +27,7 @@ pub mod graphql;
 pub mod http;
 pub mod metrics;
 pub mod replay;
+pub mod retention;
 pub mod simulate;
 pub mod store;
 pub mod webhook;

@@ -42,7 +42,11 @@ async fn run(command: Command, settings: &Settings) -> Result<(), Box<dyn std::e
         } => {
             let secret = secret.or_else(|| {
                 let configured = settings.webhook_secret.as_deref()?;
-                configured.split(',').map(str::trim).find(|s| !s.is_empty()).map(str::to_owned)
+                configured
+                    .split(',')
+                    .map(str::trim)
+                    .find(|s| !s.is_empty())
+                    .map(str::to_owned)
             });
             fastpix_sync::simulate::run(
                 scenario,
@@ -52,6 +56,14 @@ async fn run(command: Command, settings: &Settings) -> Result<(), Box<dyn std::e
                 &mut std::io::stdout(),
             )
             .await?;
+        }
+        Command::Prune => {
+            let db = fastpix_sync::db::connect_and_migrate(&settings.database_url).await?;
+            let pruned = fastpix_sync::retention::prune(&db, settings.event_retention_days).await?;
+            println!(
+                "pruned {} events; kept every old event of {} entities that need them",
+                pruned.deleted, pruned.kept_entities
+            );
         }
         Command::Replay => {
             let db = fastpix_sync::db::connect_and_migrate(&settings.database_url).await?;

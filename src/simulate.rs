@@ -63,16 +63,33 @@ fn template(name: &str) -> &'static str {
 /// The URL media's ready event, turned into the upload media's (the fixtures have no upload `ready`).
 fn upload_ready() -> String {
     template("video.media.ready")
-        .replace("7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d", "3f9a8b7c-6d5e-4f3a-9b2c-1d0e9f8a7b6c")
-        .replace("a1b2c3d4-e5f6-4789-9abc-def012345678", "b2c3d4e5-f6a7-4890-8bcd-ef0123456789")
-        .replace("0a1b2c3d-1111-4a00-8000-000000000002", "0a1b2c3d-2222-4a00-8000-000000000007")
+        .replace(
+            "7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d",
+            "3f9a8b7c-6d5e-4f3a-9b2c-1d0e9f8a7b6c",
+        )
+        .replace(
+            "a1b2c3d4-e5f6-4789-9abc-def012345678",
+            "b2c3d4e5-f6a7-4890-8bcd-ef0123456789",
+        )
+        .replace(
+            "0a1b2c3d-1111-4a00-8000-000000000002",
+            "0a1b2c3d-2222-4a00-8000-000000000007",
+        )
 }
 
 /// The events of a scenario, in sending order, as (type, JSON text) with the fixture ids.
 pub fn sequence(scenario: Scenario) -> Vec<String> {
-    let names = |list: &[&str]| list.iter().map(|n| template(n).to_owned()).collect::<Vec<_>>();
+    let names = |list: &[&str]| {
+        list.iter()
+            .map(|n| template(n).to_owned())
+            .collect::<Vec<_>>()
+    };
     match scenario {
-        Scenario::Media => names(&["video.media.created", "video.media.ready", "video.media.updated"]),
+        Scenario::Media => names(&[
+            "video.media.created",
+            "video.media.ready",
+            "video.media.updated",
+        ]),
         Scenario::Upload => {
             let mut events = names(&["video.media.upload", "video.upload.media_created"]);
             events.push(upload_ready());
@@ -107,7 +124,11 @@ struct Ids {
 
 impl Ids {
     fn new() -> Self {
-        Self { fresh: BTreeMap::new(), seed: Default::default(), counter: 0 }
+        Self {
+            fresh: BTreeMap::new(),
+            seed: Default::default(),
+            counter: 0,
+        }
     }
 
     fn random_hex(&mut self, len: usize) -> String {
@@ -128,7 +149,14 @@ impl Ids {
         }
         let hex = self.random_hex(32);
         let id = if old.len() == 36 && old.matches('-').count() == 4 {
-            format!("{}-{}-4{}-8{}-{}", &hex[..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+            format!(
+                "{}-{}-4{}-8{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[13..16],
+                &hex[17..20],
+                &hex[20..32]
+            )
         } else {
             hex
         };
@@ -141,7 +169,10 @@ impl Ids {
         match value {
             Value::Object(map) => {
                 for (key, v) in map {
-                    let is_id = matches!(key.as_str(), "id" | "streamId" | "livestreamId" | "simulcastId" | "uploadId");
+                    let is_id = matches!(
+                        key.as_str(),
+                        "id" | "streamId" | "livestreamId" | "simulcastId" | "uploadId"
+                    );
                     match v {
                         Value::String(s) if is_id => {
                             self.fresh_for(s);
@@ -187,7 +218,11 @@ pub enum SimulateError {
     #[error("cannot reach {url}: {source}")]
     Unreachable { url: String, source: reqwest::Error },
     #[error("the server answered {status} to {event_type}: {body}")]
-    Refused { status: u16, event_type: String, body: String },
+    Refused {
+        status: u16,
+        event_type: String,
+        body: String,
+    },
 }
 
 /// Sends `scenario` to `url` (the server's base URL), signing with `secret` when given, waiting `pace`
@@ -208,23 +243,34 @@ pub async fn run(
             tokio::time::sleep(pace).await;
         }
         let mut event: Value = serde_json::from_str(&text).expect("fixtures are JSON");
-        event["createdAt"] = Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        event["createdAt"] =
+            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
         let event_type = event["type"].as_str().unwrap_or_default().to_owned();
         let body = serde_json::to_vec(&event).expect("JSON serialises");
-        let mut request = client.post(&endpoint).header("content-type", "application/json");
+        let mut request = client
+            .post(&endpoint)
+            .header("content-type", "application/json");
         if let Some(secret) = secret {
             request = request.header("FastPix-Signature", sign(secret, &body));
         }
         let started = Instant::now();
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| SimulateError::Unreachable { url: endpoint.clone(), source })?;
+        let response =
+            request
+                .body(body)
+                .send()
+                .await
+                .map_err(|source| SimulateError::Unreachable {
+                    url: endpoint.clone(),
+                    source,
+                })?;
         let status = response.status().as_u16();
         let answer = response.text().await.unwrap_or_default();
         if status != 200 {
-            return Err(SimulateError::Refused { status, event_type, body: answer });
+            return Err(SimulateError::Refused {
+                status,
+                event_type,
+                body: answer,
+            });
         }
         let outcome = serde_json::from_str::<Value>(&answer)
             .ok()
@@ -243,7 +289,10 @@ pub async fn run(
         ("media playbackId", "a1b2c3d4-e5f6-4789-9abc-def012345678"),
         ("uploaded media", "3f9a8b7c-6d5e-4f3a-9b2c-1d0e9f8a7b6c"),
         ("live stream", "4b1f9e2c7d3a8e5f6a0b1c2d3e4f5a6b"),
-        ("live stream playbackId", "d4e5f6a7-b8c9-4012-8def-0123456789ab"),
+        (
+            "live stream playbackId",
+            "d4e5f6a7-b8c9-4012-8def-0123456789ab",
+        ),
     ] {
         if let Some(id) = ids.get(old) {
             let _ = writeln!(out, "  {name}: {id}");
@@ -266,9 +315,18 @@ mod tests {
         let media = &ids["7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d"];
         assert_eq!((media.len(), media.matches('-').count()), (36, 4));
         let text = events.join("\n");
-        assert!(!text.contains("4b1f9e2c7d3a8e5f6a0b1c2d3e4f5a6b"), "no fixture id is left");
-        assert!(text.contains(&format!("k{stream}")), "stream keys embed the new stream id");
+        assert!(
+            !text.contains("4b1f9e2c7d3a8e5f6a0b1c2d3e4f5a6b"),
+            "no fixture id is left"
+        );
+        assert!(
+            text.contains(&format!("k{stream}")),
+            "stream keys embed the new stream id"
+        );
         let (_, again) = prepare(Scenario::All);
-        assert_ne!(again["4b1f9e2c7d3a8e5f6a0b1c2d3e4f5a6b"], *stream, "each run has its own ids");
+        assert_ne!(
+            again["4b1f9e2c7d3a8e5f6a0b1c2d3e4f5a6b"], *stream,
+            "each run has its own ids"
+        );
     }
 }

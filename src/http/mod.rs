@@ -7,8 +7,8 @@ mod webhook;
 pub mod ws;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::MatchedPath;
 use axum::http::{Request, Uri};
 use tower_http::LatencyUnit;
@@ -32,7 +32,11 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                ),
         )
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .with_state(state)

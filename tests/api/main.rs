@@ -16,4 +16,5 @@ mod playground;
 mod protocol;
 mod queries;
 mod replay;
+mod retention;
 mod subscriptions;

@@ -16,28 +16,77 @@ async fn metrics_count_what_happened() {
     app.deliver_fixture("video.media.created").await;
     app.deliver_fixture("video.media.ready").await;
     app.deliver_fixture("video.media.ready").await;
-    app.deliver(br#"{"id":"x1","type":"video.media.track.ready","object":{"type":"media","id":"m"}}"#).await;
+    app.deliver(
+        br#"{"id":"x1","type":"video.media.track.ready","object":{"type":"media","id":"m"}}"#,
+    )
+    .await;
     let unsigned = app.post_webhook(fixture("video.media.failed"), None).await;
     assert_eq!(unsigned.status(), 401);
     let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
     client.init(json!({})).await;
-    client.subscribe("s", "subscription { mediaUpdates { id } }", json!({})).await;
+    client
+        .subscribe("s", "subscription { mediaUpdates { id } }", json!({}))
+        .await;
     app.query("{ mediaList { nodes { id } } }", json!({})).await;
     app.graphql("{ nope }", json!({}), false).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let metric = |name: &'static str, labels: &'static [&'static str]| app.metric(name, labels);
-    assert_eq!(metric("fastpix_sync_webhooks_total", &["type=\"video.media.created\"", "outcome=\"applied\""]).await, 1.0);
-    assert_eq!(metric("fastpix_sync_webhooks_total", &["type=\"video.media.ready\"", "outcome=\"applied\""]).await, 1.0);
-    assert_eq!(metric("fastpix_sync_webhooks_total", &["type=\"video.media.ready\"", "outcome=\"duplicate\""]).await, 1.0);
-    assert_eq!(metric("fastpix_sync_webhooks_total", &["outcome=\"ignored\""]).await, 1.0);
-    assert_eq!(metric("fastpix_sync_webhooks_total", &["outcome=\"UNAUTHORIZED\""]).await, 1.0);
+    assert_eq!(
+        metric(
+            "fastpix_sync_webhooks_total",
+            &["type=\"video.media.created\"", "outcome=\"applied\""]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            "fastpix_sync_webhooks_total",
+            &["type=\"video.media.ready\"", "outcome=\"applied\""]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            "fastpix_sync_webhooks_total",
+            &["type=\"video.media.ready\"", "outcome=\"duplicate\""]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric("fastpix_sync_webhooks_total", &["outcome=\"ignored\""]).await,
+        1.0
+    );
+    assert_eq!(
+        metric("fastpix_sync_webhooks_total", &["outcome=\"UNAUTHORIZED\""]).await,
+        1.0
+    );
     assert_eq!(metric("fastpix_sync_ingest_seconds_count", &[]).await, 5.0);
     assert_eq!(metric("fastpix_sync_websocket_connections", &[]).await, 1.0);
     assert_eq!(metric("fastpix_sync_subscriptions", &[]).await, 1.0);
-    assert_eq!(metric("fastpix_sync_graphql_requests_total", &["operation=\"query\"", "outcome=\"ok\""]).await, 1.0);
-    assert_eq!(metric("fastpix_sync_graphql_requests_total", &["operation=\"query\"", "outcome=\"error\""]).await, 1.0);
-    assert_eq!(metric("fastpix_sync_broadcast_lag_events_total", &[]).await, 0.0);
+    assert_eq!(
+        metric(
+            "fastpix_sync_graphql_requests_total",
+            &["operation=\"query\"", "outcome=\"ok\""]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            "fastpix_sync_graphql_requests_total",
+            &["operation=\"query\"", "outcome=\"error\""]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric("fastpix_sync_broadcast_lag_events_total", &[]).await,
+        0.0
+    );
     drop(client);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(metric("fastpix_sync_websocket_connections", &[]).await, 0.0);
@@ -49,8 +98,14 @@ fn unique_media(n: usize) -> Vec<u8> {
     String::from_utf8(fixture("video.media.created"))
         .unwrap()
         .replace(MEDIA_ID, &format!("00000000-0000-4000-8000-{n:012}"))
-        .replace("a1b2c3d4-e5f6-4789-9abc-def012345678", &format!("00000000-0000-4000-9000-{n:012}"))
-        .replace("0a1b2c3d-1111-4a00-8000-000000000001", &format!("sigterm-{n:06}"))
+        .replace(
+            "a1b2c3d4-e5f6-4789-9abc-def012345678",
+            &format!("00000000-0000-4000-9000-{n:012}"),
+        )
+        .replace(
+            "0a1b2c3d-1111-4a00-8000-000000000001",
+            &format!("sigterm-{n:06}"),
+        )
         .into_bytes()
 }
 
@@ -68,7 +123,11 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
         .unwrap();
     let mut log = BufReader::new(server.stderr.take().unwrap()).lines();
     let address = loop {
-        let line = log.next_line().await.unwrap().expect("the server logs where it listens");
+        let line = log
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the server logs where it listens");
         let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         if entry["fields"]["message"] == "listening" {
             break format!("http://{}", entry["fields"]["address"].as_str().unwrap());
@@ -77,11 +136,20 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
     tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
 
     let url = format!("{}/graphql", address.replacen("http", "ws", 1));
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", TRANSPORT_WS.parse().unwrap());
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", TRANSPORT_WS.parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     use futures_util::{SinkExt, StreamExt};
-    socket.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"connection_init"}"#)).await.unwrap();
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"type":"connection_init"}"#,
+        ))
+        .await
+        .unwrap();
 
     // Eight senders post unique webhooks until the server stops answering.
     let client = reqwest::Client::new();
@@ -100,7 +168,9 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
                     .send()
                     .await;
                 match response {
-                    Ok(r) if r.status().is_success() => acknowledged.push(format!("sigterm-{n:06}")),
+                    Ok(r) if r.status().is_success() => {
+                        acknowledged.push(format!("sigterm-{n:06}"))
+                    }
                     _ => break,
                 }
             }
@@ -109,7 +179,13 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     let pid = server.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 
     let status = tokio::time::timeout(Duration::from_secs(20), server.wait())
         .await
@@ -129,7 +205,10 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
     for sender in senders {
         acknowledged.extend(sender.await.unwrap());
     }
-    assert!(acknowledged.len() > 8, "webhooks were in flight when SIGTERM arrived");
+    assert!(
+        acknowledged.len() > 8,
+        "webhooks were in flight when SIGTERM arrived"
+    );
     let db = sea_orm::Database::connect(&test_db.url).await.unwrap();
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let stored = entity::webhook_event::Entity::find()
@@ -137,22 +216,49 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
         .all(&db)
         .await
         .unwrap();
-    println!("{} deliveries acknowledged before the exit, all stored", acknowledged.len());
-    assert_eq!(stored.len(), acknowledged.len(), "every acknowledged delivery is in the database");
+    println!(
+        "{} deliveries acknowledged before the exit, all stored",
+        acknowledged.len()
+    );
+    assert_eq!(
+        stored.len(),
+        acknowledged.len(),
+        "every acknowledged delivery is in the database"
+    );
 }
 
 #[tokio::test]
 async fn simulate_all_creates_every_entity_of_its_sequences() {
     let app = spawn_app().await;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fastpix-sync"))
-        .args(["simulate", "all", "--url", &app.address, "--secret", SECRET, "--pace", "0"])
+        .args([
+            "simulate",
+            "all",
+            "--url",
+            &app.address,
+            "--secret",
+            SECRET,
+            "--pace",
+            "0",
+        ])
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(stdout.lines().filter(|l| l.starts_with('[')).count(), 17, "{stdout}");
-    assert!(stdout.contains("[17/17] video.live_stream.idle -> applied"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with('[')).count(),
+        17,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[17/17] video.live_stream.idle -> applied"),
+        "{stdout}"
+    );
 
     let data = app
         .query(
@@ -167,9 +273,19 @@ async fn simulate_all_creates_every_entity_of_its_sequences() {
         .map(|m| m["status"].as_str().unwrap().to_owned())
         .collect();
     statuses.sort();
-    assert_eq!(statuses, ["CREATED", "READY", "READY"], "URL media, upload, recording: {data}");
+    assert_eq!(
+        statuses,
+        ["CREATED", "READY", "READY"],
+        "URL media, upload, recording: {data}"
+    );
     let stream = &data["liveStreams"]["nodes"][0];
-    assert_eq!((stream["status"].as_str(), stream["encoderConnected"].as_bool()), (Some("IDLE"), Some(false)));
+    assert_eq!(
+        (
+            stream["status"].as_str(),
+            stream["encoderConnected"].as_bool()
+        ),
+        (Some("IDLE"), Some(false))
+    );
     assert_eq!(stream["simulcastTargets"][0]["status"], "IDLE");
     assert_eq!(stream["recordings"][0]["status"], "CREATED");
     let stream_id = stream["id"].as_str().unwrap();
