@@ -66,6 +66,43 @@ async fn streams_with_playback(
 }
 
 /// Builds a connection from `limit + 1` fetched rows.
+/// The arguments of a `mediaList` / `liveStreams` page.
+struct ListFilter<'a> {
+    first: i32,
+    after: Option<&'a str>,
+    statuses: Option<Vec<&'static str>>,
+    include_deleted: bool,
+}
+
+/// One page of an entity table, newest first by `(sort, id)`, and whether more follow. `columns` are the
+/// table's status, sort and id columns; `list` names the list in its cursors.
+async fn page<E: EntityTrait>(
+    db: &DatabaseConnection,
+    list: &str,
+    [status, sort, id]: [E::Column; 3],
+    filter: ListFilter<'_>,
+) -> Result<(Vec<E::Model>, bool)> {
+    let limit = page_size(filter.first)?;
+    let mut query = E::find();
+    if !filter.include_deleted {
+        query = query.filter(status.ne("DELETED"));
+    }
+    if let Some(statuses) = filter.statuses {
+        query = query.filter(status.is_in(statuses));
+    }
+    if let Some(cursor) = filter.after {
+        query = query.filter(after(sort, id, &decode(list, cursor)?));
+    }
+    let rows = query
+        .order_by_desc(sort)
+        .order_by_desc(id)
+        .limit(limit + 1)
+        .all(db)
+        .await
+        .map_err(internal)?;
+    Ok(trim(rows, limit))
+}
+
 /// Keeps the first `limit` of `limit + 1` fetched rows; tells whether there was one more.
 fn trim<R>(mut rows: Vec<R>, limit: u64) -> (Vec<R>, bool) {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -150,25 +187,15 @@ impl Query {
         #[graphql(default = false)] include_deleted: bool,
     ) -> Result<Connection<String, Media>> {
         use media::Column as C;
-        let limit = page_size(first)?;
-        let mut query = media::Entity::find();
-        if !include_deleted {
-            query = query.filter(C::Status.ne("DELETED"));
-        }
-        if let Some(status) = status {
-            query = query.filter(C::Status.is_in(status.iter().map(|s| s.as_str())));
-        }
-        if let Some(cursor) = &after {
-            query = query.filter(self::after(C::SortNs, C::Id, &decode("media", cursor)?));
-        }
-        let rows = query
-            .order_by_desc(C::SortNs)
-            .order_by_desc(C::Id)
-            .limit(limit + 1)
-            .all(db(ctx)?)
-            .await
-            .map_err(internal)?;
-        let (rows, has_next) = trim(rows, limit);
+        let statuses = status.map(|s| s.iter().map(|s| s.as_str()).collect());
+        let filter = ListFilter {
+            first,
+            after: after.as_deref(),
+            statuses,
+            include_deleted,
+        };
+        let (rows, has_next) =
+            page::<media::Entity>(db(ctx)?, "media", [C::Status, C::SortNs, C::Id], filter).await?;
         let cursors = rows
             .iter()
             .map(|r| list_cursor("media", r.sort_ns, &r.id))
@@ -220,29 +247,16 @@ impl Query {
         #[graphql(default = false)] include_deleted: bool,
     ) -> Result<Connection<String, LiveStream>> {
         use live_stream::Column as C;
-        let limit = page_size(first)?;
-        let mut query = live_stream::Entity::find();
-        if !include_deleted {
-            query = query.filter(C::Status.ne("DELETED"));
-        }
-        if let Some(status) = status {
-            query = query.filter(C::Status.is_in(status.iter().map(|s| s.as_str())));
-        }
-        if let Some(cursor) = &after {
-            query = query.filter(self::after(
-                C::SortNs,
-                C::Id,
-                &decode("liveStream", cursor)?,
-            ));
-        }
-        let rows = query
-            .order_by_desc(C::SortNs)
-            .order_by_desc(C::Id)
-            .limit(limit + 1)
-            .all(db(ctx)?)
-            .await
-            .map_err(internal)?;
-        let (rows, has_next) = trim(rows, limit);
+        let statuses = status.map(|s| s.iter().map(|s| s.as_str()).collect());
+        let filter = ListFilter {
+            first,
+            after: after.as_deref(),
+            statuses,
+            include_deleted,
+        };
+        let columns = [C::Status, C::SortNs, C::Id];
+        let (rows, has_next) =
+            page::<live_stream::Entity>(db(ctx)?, "liveStream", columns, filter).await?;
         let cursors = rows
             .iter()
             .map(|r| list_cursor("liveStream", r.sort_ns, &r.id))

@@ -53,65 +53,49 @@ pub trait Watched: Clone + PartialEq + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<String>, DbErr>> + Send;
 }
 
-impl Watched for Snapshot<media::Model> {
-    fn from_moved(moved: &Moved) -> Option<&Self> {
-        match moved {
-            Moved::Media(snapshot) => Some(snapshot),
-            _ => None,
+/// The two watchable kinds differ only in their types, their loader and their playback id column.
+macro_rules! watched {
+    ($model:ty, $variant:ident, $load:path, $owner:ident) => {
+        impl Watched for Snapshot<$model> {
+            fn from_moved(moved: &Moved) -> Option<&Self> {
+                match moved {
+                    Moved::$variant(snapshot) => Some(snapshot),
+                    _ => None,
+                }
+            }
+            fn id(&self) -> &str {
+                &self.row.id
+            }
+            fn playback_ids(&self) -> &[Playback] {
+                &self.playback_ids
+            }
+            fn is_deleted(&self) -> bool {
+                self.row.status == "DELETED"
+            }
+            async fn load(db: &DatabaseTransaction, id: &str) -> Result<Option<Self>, DbErr> {
+                Ok($load(db, id).await?.map(|state| Snapshot {
+                    row: Arc::new(state.row),
+                    playback_ids: Arc::new(state.playback_ids),
+                }))
+            }
+            async fn owner_of(
+                db: &DatabaseConnection,
+                playback: &str,
+            ) -> Result<Option<String>, DbErr> {
+                let row = playback_id::Entity::find_by_id(playback).one(db).await?;
+                Ok(row.and_then(|r| r.$owner))
+            }
         }
-    }
-    fn id(&self) -> &str {
-        &self.row.id
-    }
-    fn playback_ids(&self) -> &[Playback] {
-        &self.playback_ids
-    }
-    fn is_deleted(&self) -> bool {
-        self.row.status == "DELETED"
-    }
-    async fn load(db: &DatabaseTransaction, id: &str) -> Result<Option<Self>, DbErr> {
-        Ok(entities::load_media(db, id).await?.map(|state| Snapshot {
-            row: Arc::new(state.row),
-            playback_ids: Arc::new(state.playback_ids),
-        }))
-    }
-    async fn owner_of(db: &DatabaseConnection, playback: &str) -> Result<Option<String>, DbErr> {
-        Ok(playback_id::Entity::find_by_id(playback)
-            .one(db)
-            .await?
-            .and_then(|r| r.media_id))
-    }
+    };
 }
 
-impl Watched for Snapshot<live_stream::Model> {
-    fn from_moved(moved: &Moved) -> Option<&Self> {
-        match moved {
-            Moved::LiveStream(snapshot) => Some(snapshot),
-            _ => None,
-        }
-    }
-    fn id(&self) -> &str {
-        &self.row.id
-    }
-    fn playback_ids(&self) -> &[Playback] {
-        &self.playback_ids
-    }
-    fn is_deleted(&self) -> bool {
-        self.row.status == "DELETED"
-    }
-    async fn load(db: &DatabaseTransaction, id: &str) -> Result<Option<Self>, DbErr> {
-        Ok(entities::load_live(db, id).await?.map(|state| Snapshot {
-            row: Arc::new(state.row),
-            playback_ids: Arc::new(state.playback_ids),
-        }))
-    }
-    async fn owner_of(db: &DatabaseConnection, playback: &str) -> Result<Option<String>, DbErr> {
-        Ok(playback_id::Entity::find_by_id(playback)
-            .one(db)
-            .await?
-            .and_then(|r| r.live_stream_id))
-    }
-}
+watched!(media::Model, Media, entities::load_media, media_id);
+watched!(
+    live_stream::Model,
+    LiveStream,
+    entities::load_live,
+    live_stream_id
+);
 
 /// The last position and, as of exactly that position, the entity `id`: both read in one snapshot, so
 /// changes after the position are exactly those the state does not reflect yet.
