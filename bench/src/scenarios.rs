@@ -1,0 +1,740 @@
+//! The four scenarios, each measuring fastpix-sync and its baseline in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+use crate::bodies::{LiveEvents, MediaCreated, playback_id, status_frame};
+use crate::crowd::{Crowd, Received, Role};
+use crate::db::{Backend, BenchDb, pg_synchronous_commit};
+use crate::load::{LoadConfig, LoadResult, closed_loop, http_client, post_expect};
+use crate::report::{Row, Target};
+use crate::server::{BaselineKind, Launch, Server, start_baseline, start_ours};
+
+/// The sizes of a run.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    /// Webhook senders, warm-up, window, request cap.
+    pub ingest: LoadConfig,
+    /// (subscribers, changes) per fan-out measurement.
+    pub fanout: Vec<(usize, usize)>,
+    /// Idle connections.
+    pub idle: usize,
+    /// Media seeded before the query measurement.
+    pub query_media: u64,
+    /// Query connections, warm-up, window, request cap.
+    pub query: LoadConfig,
+    /// Websocket clients setting up at once.
+    pub connect_concurrency: usize,
+    /// How long to wait for a crowd to connect.
+    pub connect_timeout: Duration,
+    /// How long idle connections sit before the RSS is read.
+    pub idle_settle: Duration,
+}
+
+impl Sizes {
+    /// The issue's sizes: 64 senders, 100 / 1,000 / 10,000 subscribers, 10,000 idle, 64 connections.
+    pub fn full() -> Self {
+        Self {
+            ingest: LoadConfig {
+                workers: 64,
+                warmup: Duration::from_secs(1),
+                duration: Duration::from_secs(8),
+                max_requests: 1_000_000,
+            },
+            fanout: vec![(100, 50), (1_000, 30), (10_000, 20)],
+            idle: 10_000,
+            query_media: 1_000,
+            query: LoadConfig {
+                workers: 64,
+                warmup: Duration::from_secs(1),
+                duration: Duration::from_secs(8),
+                max_requests: 10_000_000,
+            },
+            connect_concurrency: 200,
+            connect_timeout: Duration::from_secs(180),
+            idle_settle: Duration::from_secs(3),
+        }
+    }
+
+    /// Small and fast, to try the harness (`--quick`): figures are not comparable to the full run.
+    pub fn quick() -> Self {
+        Self {
+            ingest: LoadConfig {
+                workers: 64,
+                warmup: Duration::from_millis(300),
+                duration: Duration::from_secs(2),
+                max_requests: 1_000_000,
+            },
+            fanout: vec![(20, 5), (200, 5)],
+            idle: 200,
+            query_media: 100,
+            query: LoadConfig {
+                workers: 64,
+                warmup: Duration::from_millis(300),
+                duration: Duration::from_secs(2),
+                max_requests: 10_000_000,
+            },
+            connect_concurrency: 100,
+            connect_timeout: Duration::from_secs(60),
+            idle_settle: Duration::from_secs(1),
+        }
+    }
+
+    /// The smoke test's sizes: 20 webhooks, 5 subscribers, 10 idle connections, 20 queries.
+    pub fn smoke() -> Self {
+        let tiny = |requests| LoadConfig {
+            workers: 4,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(20),
+            max_requests: requests,
+        };
+        Self {
+            ingest: tiny(20),
+            fanout: vec![(5, 3)],
+            idle: 10,
+            query_media: 10,
+            query: tiny(20),
+            connect_concurrency: 10,
+            connect_timeout: Duration::from_secs(20),
+            idle_settle: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Server CPU while it did some work (servers that are processes of their own only).
+#[derive(Clone, Copy, Debug)]
+pub struct Cpu {
+    /// CPU time per operation, in ms.
+    pub per_op_ms: f64,
+    /// CPU time over wall time: how many cores the server kept busy.
+    pub cores: f64,
+}
+
+struct CpuMeter {
+    cpu: Option<Duration>,
+    wall: Instant,
+}
+
+impl CpuMeter {
+    fn start(server: &Server) -> Self {
+        Self {
+            cpu: server.cpu_time(),
+            wall: Instant::now(),
+        }
+    }
+
+    fn stop(self, server: &Server, ops: u64) -> Option<Cpu> {
+        let used = server.cpu_time()?.checked_sub(self.cpu?)?;
+        Some(Cpu {
+            per_op_ms: used.as_secs_f64() * 1000.0 / ops.max(1) as f64,
+            cores: used.as_secs_f64() / self.wall.elapsed().as_secs_f64().max(1e-9),
+        })
+    }
+}
+
+fn cpu_note(what: &str, ours: Option<Cpu>, baseline: Option<Cpu>) -> String {
+    match (ours, baseline) {
+        (Some(o), Some(b)) => format!(
+            "server CPU per {what}: ours {:.3} ms ({:.2} cores busy), baseline {:.3} ms ({:.2} cores busy)",
+            o.per_op_ms, o.cores, b.per_op_ms, b.cores
+        ),
+        _ => String::new(),
+    }
+}
+
+fn signed_header(signature: String) -> [(&'static str, String); 1] {
+    [("fastpix-signature", signature)]
+}
+
+/// Sends signed, unique `video.media.created` webhooks (`n` from `first`) under `config`'s load.
+async fn send_webhooks(
+    server: &Server,
+    config: &LoadConfig,
+    first: u64,
+    expect: &'static str,
+) -> LoadResult {
+    let client = http_client(config.workers);
+    let url = format!("{}/webhooks/fastpix", server.http());
+    let bodies = Arc::new(MediaCreated::new());
+    closed_loop(config, move |n| {
+        let (client, url, bodies) = (client.clone(), url.clone(), bodies.clone());
+        async move {
+            let (body, signature) = bodies.signed(first + n);
+            post_expect(&client, &url, &signed_header(signature), body, expect).await
+        }
+    })
+    .await
+}
+
+/// Ingest on one database kind: fastpix-sync and the bare-handler baseline.
+pub struct IngestOutcome {
+    pub backend: Backend,
+    pub senders: usize,
+    pub ours: LoadResult,
+    pub baseline: LoadResult,
+    pub ours_cpu: Option<Cpu>,
+    pub baseline_cpu: Option<Cpu>,
+    /// The durability settings in force (PostgreSQL).
+    pub durability: Option<String>,
+}
+
+pub async fn ingest(
+    launch: &Launch,
+    backend: &Backend,
+    config: &LoadConfig,
+) -> Result<IngestOutcome> {
+    let label = backend.label().to_lowercase();
+    let db = BenchDb::create(backend).await?;
+    let server = start_baseline(
+        launch,
+        &BaselineKind::Ingest {
+            database_url: db.url.clone(),
+        },
+        &format!("ingest-{label}"),
+    )
+    .await?;
+    let meter = CpuMeter::start(&server);
+    let baseline = send_webhooks(&server, config, 0, "\"applied\"").await;
+    let baseline_cpu = meter.stop(&server, baseline.total);
+    server.stop().await;
+    db.remove().await;
+
+    let db = BenchDb::create(backend).await?;
+    let server = start_ours(launch, &db.url, &format!("ingest-{label}")).await?;
+    let meter = CpuMeter::start(&server);
+    let ours = send_webhooks(&server, config, 0, "\"applied\"").await;
+    let ours_cpu = meter.stop(&server, ours.total);
+    let durability = match backend {
+        Backend::Postgres { .. } => pg_synchronous_commit(&db.url).await.ok(),
+        Backend::Sqlite => Some("WAL, synchronous=FULL".into()),
+    };
+    server.stop().await;
+    db.remove().await;
+    Ok(IngestOutcome {
+        backend: backend.clone(),
+        senders: config.workers,
+        ours,
+        baseline,
+        ours_cpu,
+        baseline_cpu,
+        durability,
+    })
+}
+
+fn errors_note(ours: &LoadResult, baseline: &LoadResult) -> Option<String> {
+    if ours.errors == 0 && baseline.errors == 0 {
+        return None;
+    }
+    Some(format!(
+        "errors: ours {} (first: {}), baseline {} (first: {})",
+        ours.errors,
+        ours.first_error.as_deref().unwrap_or("-"),
+        baseline.errors,
+        baseline.first_error.as_deref().unwrap_or("-")
+    ))
+}
+
+impl IngestOutcome {
+    pub fn rows(&mut self) -> Vec<Row> {
+        let scenario = format!("ingest, {}", self.backend.label());
+        let mut rate = Row::new(
+            &scenario,
+            format!("webhooks/s at {} senders", self.senders),
+            "/s",
+            self.ours.rate,
+            self.baseline.rate,
+            Target::RatioAtLeast(0.7),
+        );
+        let mut note = format!(
+            "{} and {} webhooks acked in {:.1} s and {:.1} s; {}; {}",
+            self.ours.ok,
+            self.baseline.ok,
+            self.ours.elapsed.as_secs_f64(),
+            self.baseline.elapsed.as_secs_f64(),
+            self.durability.as_deref().unwrap_or(""),
+            cpu_note("webhook", self.ours_cpu, self.baseline_cpu),
+        );
+        if let Some(errors) = errors_note(&self.ours, &self.baseline) {
+            note = format!("{note}; {errors}");
+        }
+        rate = rate.with_note(note);
+        vec![
+            rate,
+            Row::new(
+                &scenario,
+                "ack p50",
+                "ms",
+                self.ours.latencies.p50_ms(),
+                self.baseline.latencies.p50_ms(),
+                Target::None,
+            ),
+            Row::new(
+                &scenario,
+                "ack p99",
+                "ms",
+                self.ours.latencies.p99_ms(),
+                self.baseline.latencies.p99_ms(),
+                Target::AtMost(50.0),
+            ),
+        ]
+    }
+}
+
+/// Fan-out at one size: fastpix-sync subscribers of one live stream, and bare websockets of the
+/// broadcast baseline receiving the same bytes.
+pub struct FanoutOutcome {
+    pub subscribers: usize,
+    pub changes: usize,
+    pub ours: Received,
+    pub baseline: Received,
+    pub ours_cpu: Option<Cpu>,
+    pub baseline_cpu: Option<Cpu>,
+}
+
+/// Posts `changes` changes one at a time; each waits until every client got it (up to 15 s).
+async fn drive_changes(
+    crowd: &Crowd,
+    changes: usize,
+    mut post: impl AsyncFnMut(usize) -> Result<(), String>,
+) -> Result<usize> {
+    for k in 0..changes {
+        crowd.mark_sent(k);
+        post(k)
+            .await
+            .map_err(|e| format!("posting change {k}: {e}"))?;
+        crowd
+            .wait_received(k, Instant::now() + Duration::from_secs(15))
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(changes)
+}
+
+pub async fn fanout(
+    launch: &Launch,
+    subscribers: usize,
+    changes: usize,
+    sizes: &Sizes,
+) -> Result<FanoutOutcome> {
+    let statuses: Vec<&'static str> = (0..changes)
+        .map(|k| {
+            if k.is_multiple_of(2) {
+                "ACTIVE"
+            } else {
+                "IDLE"
+            }
+        })
+        .collect();
+    let client = http_client(4);
+
+    // Baseline: broadcast + plain websockets, triggered by POST /publish with the frame's bytes.
+    let server = start_baseline(
+        launch,
+        &BaselineKind::Fanout,
+        &format!("fanout-{subscribers}"),
+    )
+    .await?;
+    let crowd = Crowd::connect(
+        &server.ws("/ws"),
+        Role::Bare,
+        subscribers,
+        statuses.clone(),
+        sizes.connect_concurrency,
+        sizes.connect_timeout,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{}/publish", server.http());
+    let meter = CpuMeter::start(&server);
+    let sent = drive_changes(&crowd, changes, async |k| {
+        let frame = status_frame(statuses[k]).into_bytes();
+        post_expect(&client, &url, &[], frame, "receivers").await
+    })
+    .await;
+    let baseline_cpu = meter.stop(&server, changes as u64);
+    let baseline = crowd.finish(*sent.as_ref().unwrap_or(&0)).await;
+    server.stop().await;
+    sent?;
+
+    // fastpix-sync: a signed webhook per change, `liveStream(id:)` subscribers.
+    let db = BenchDb::create(&Backend::Sqlite).await?;
+    let server = start_ours(launch, &db.url, &format!("fanout-{subscribers}")).await?;
+    let events = LiveEvents::new(subscribers as u64);
+    let webhook = format!("{}/webhooks/fastpix", server.http());
+    let (body, signature) = events.created();
+    post_expect(
+        &client,
+        &webhook,
+        &signed_header(signature),
+        body,
+        "\"applied\"",
+    )
+    .await?;
+    let crowd = Crowd::connect(
+        &server.ws("/graphql"),
+        Role::Subscriber {
+            stream_id: events.stream_id(),
+        },
+        subscribers,
+        statuses.clone(),
+        sizes.connect_concurrency,
+        sizes.connect_timeout,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let meter = CpuMeter::start(&server);
+    let sent = drive_changes(&crowd, changes, async |k| {
+        let (body, signature, _) = events.change(k as u64);
+        post_expect(
+            &client,
+            &webhook,
+            &signed_header(signature),
+            body,
+            "\"applied\"",
+        )
+        .await
+    })
+    .await;
+    let ours_cpu = meter.stop(&server, changes as u64);
+    let ours = crowd.finish(*sent.as_ref().unwrap_or(&0)).await;
+    server.stop().await;
+    db.remove().await;
+    sent?;
+    Ok(FanoutOutcome {
+        subscribers,
+        changes,
+        ours,
+        baseline,
+        ours_cpu,
+        baseline_cpu,
+    })
+}
+
+impl FanoutOutcome {
+    pub fn rows(&mut self) -> Vec<Row> {
+        let scenario = format!("fan-out, {} subscribers", thousands(self.subscribers));
+        let p99_target = if self.subscribers >= 10_000 {
+            Target::RatioAtMostAndAtMost(2.0, 100.0)
+        } else {
+            Target::RatioAtMost(2.0)
+        };
+        let mut note = format!(
+            "{} changes; frames received: ours {}/{}, baseline {}/{}",
+            self.changes,
+            self.ours.latencies.len(),
+            self.ours.expected,
+            self.baseline.latencies.len(),
+            self.baseline.expected
+        );
+        if let (Some(o), Some(b)) = (self.ours_cpu, self.baseline_cpu) {
+            let per_frame = |cpu: Cpu| cpu.per_op_ms * 1000.0 / self.subscribers as f64;
+            note.push_str(&format!(
+                "; server CPU per change: ours {:.2} ms ({:.1} µs per subscriber), baseline {:.2} ms ({:.1} µs per subscriber)",
+                o.per_op_ms,
+                per_frame(o),
+                b.per_op_ms,
+                per_frame(b)
+            ));
+        }
+        if self.ours.unexpected + self.baseline.unexpected > 0 {
+            note.push_str(&format!(
+                "; unexpected frames: ours {}, baseline {}",
+                self.ours.unexpected, self.baseline.unexpected
+            ));
+        }
+        vec![
+            Row::new(
+                &scenario,
+                "POST → frame p50",
+                "ms",
+                self.ours.latencies.p50_ms(),
+                self.baseline.latencies.p50_ms(),
+                Target::None,
+            ),
+            Row::new(
+                &scenario,
+                "POST → frame p99",
+                "ms",
+                self.ours.latencies.p99_ms(),
+                self.baseline.latencies.p99_ms(),
+                p99_target,
+            )
+            .with_note(note),
+        ]
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One side of the idle measurement.
+#[derive(Clone, Debug)]
+pub struct IdleSide {
+    /// Connections still open when the RSS was read.
+    pub open: usize,
+    /// Server RSS before connecting and after `settle`, when the server is a process of its own.
+    pub rss_before_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+}
+
+impl IdleSide {
+    pub fn per_connection_kib(&self, connections: usize) -> Option<f64> {
+        let (before, after) = (self.rss_before_kib?, self.rss_after_kib?);
+        Some((after as f64 - before as f64) / connections.max(1) as f64)
+    }
+}
+
+/// Idle connections: `liveStream` subscriptions to fastpix-sync vs bare websockets to the baseline; and,
+/// to tell the costs apart, fastpix-sync connections that only sent `connection_init`.
+pub struct IdleOutcome {
+    pub connections: usize,
+    pub ours: IdleSide,
+    pub baseline: IdleSide,
+    /// fastpix-sync `graphql-transport-ws` connections without a subscription.
+    pub ours_unsubscribed: IdleSide,
+}
+
+async fn hold_idle(server: &Server, url: &str, role: Role, sizes: &Sizes) -> Result<IdleSide> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.own_process.then(|| server.rss_kib()).flatten();
+    let crowd = Crowd::connect(
+        url,
+        role,
+        sizes.idle,
+        Vec::new(),
+        sizes.connect_concurrency,
+        sizes.connect_timeout,
+    )
+    .await?;
+    tokio::time::sleep(sizes.idle_settle).await;
+    let after = server.own_process.then(|| server.rss_kib()).flatten();
+    let open = crowd.open();
+    crowd.finish(0).await;
+    Ok(IdleSide {
+        open,
+        rss_before_kib: before,
+        rss_after_kib: after,
+    })
+}
+
+/// A fresh fastpix-sync holding `sizes.idle` connections of `subscribe`rs or of initialised clients.
+async fn idle_ours(launch: &Launch, sizes: &Sizes, subscribe: bool) -> Result<IdleSide> {
+    let db = BenchDb::create(&Backend::Sqlite).await?;
+    let label = if subscribe {
+        "idle"
+    } else {
+        "idle-unsubscribed"
+    };
+    let server = start_ours(launch, &db.url, label).await?;
+    let events = LiveEvents::new(1);
+    let (body, signature) = events.created();
+    let client = http_client(1);
+    let webhook = format!("{}/webhooks/fastpix", server.http());
+    let side = match post_expect(
+        &client,
+        &webhook,
+        &signed_header(signature),
+        body,
+        "\"applied\"",
+    )
+    .await
+    {
+        Ok(()) => {
+            let role = if subscribe {
+                Role::Subscriber {
+                    stream_id: events.stream_id(),
+                }
+            } else {
+                Role::Initialized
+            };
+            hold_idle(&server, &server.ws("/graphql"), role, sizes).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    server.stop().await;
+    db.remove().await;
+    side
+}
+
+pub async fn idle(launch: &Launch, sizes: &Sizes) -> Result<IdleOutcome> {
+    let server = start_baseline(launch, &BaselineKind::Fanout, "idle").await?;
+    let baseline = hold_idle(&server, &server.ws("/ws"), Role::Bare, sizes).await;
+    server.stop().await;
+    let baseline = baseline?;
+    let ours = idle_ours(launch, sizes, true).await?;
+    let ours_unsubscribed = idle_ours(launch, sizes, false).await?;
+    Ok(IdleOutcome {
+        connections: sizes.idle,
+        ours,
+        baseline,
+        ours_unsubscribed,
+    })
+}
+
+impl IdleOutcome {
+    pub fn rows(&self) -> Vec<Row> {
+        let scenario = format!("idle, {} connections", thousands(self.connections));
+        let measure = "RSS growth per connection";
+        let n = self.connections;
+        match (
+            self.ours.per_connection_kib(n),
+            self.baseline.per_connection_kib(n),
+        ) {
+            (Some(ours), Some(baseline)) => vec![
+                Row::new(
+                    &scenario,
+                    measure,
+                    "KiB",
+                    ours,
+                    baseline,
+                    Target::RatioAtMostAndAtMost(2.0, 32.0),
+                )
+                .with_note(format!(
+                    "server RSS before → after: ours {} → {} KiB, baseline {} → {} KiB; \
+                     a fastpix-sync connection after `connection_init` without a subscription: {:.2} KiB; \
+                     open: ours {}, baseline {}, unsubscribed {}",
+                    self.ours.rss_before_kib.unwrap_or(0),
+                    self.ours.rss_after_kib.unwrap_or(0),
+                    self.baseline.rss_before_kib.unwrap_or(0),
+                    self.baseline.rss_after_kib.unwrap_or(0),
+                    self.ours_unsubscribed.per_connection_kib(n).unwrap_or(f64::NAN),
+                    self.ours.open,
+                    self.baseline.open,
+                    self.ours_unsubscribed.open,
+                )),
+            ],
+            _ => vec![Row::not_run(
+                scenario,
+                measure,
+                format!(
+                    "servers in-process: no RSS of their own; open: ours {}, baseline {}, unsubscribed {}",
+                    self.ours.open, self.baseline.open, self.ours_unsubscribed.open
+                ),
+            )],
+        }
+    }
+}
+
+/// Queries on one server: `mediaByPlaybackId` over seeded media vs `{ __typename }`.
+pub struct QueryOutcome {
+    pub connections: usize,
+    pub media: u64,
+    pub ours: LoadResult,
+    pub baseline: LoadResult,
+    pub ours_cpu: Option<Cpu>,
+    pub baseline_cpu: Option<Cpu>,
+}
+
+/// The `mediaByPlaybackId` request for media `n`.
+pub fn media_query(n: u64) -> Vec<u8> {
+    serde_json::json!({
+        "query": "query($p: String!) { mediaByPlaybackId(playbackId: $p) { id status playbackIds { id } } }",
+        "variables": { "p": playback_id(n) },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+pub async fn query(launch: &Launch, sizes: &Sizes) -> Result<QueryOutcome> {
+    let db = BenchDb::create(&Backend::Sqlite).await?;
+    let server = start_ours(launch, &db.url, "query").await?;
+    let outcome = query_on(&server, sizes).await;
+    server.stop().await;
+    db.remove().await;
+    outcome
+}
+
+async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
+    let media = sizes.query_media;
+    let seed = LoadConfig {
+        workers: 16,
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(120),
+        max_requests: media,
+    };
+    let seeded = send_webhooks(server, &seed, 0, "\"applied\"").await;
+    if seeded.ok != media {
+        return Err(format!(
+            "seeding {media} media: {} acked ({:?})",
+            seeded.ok, seeded.first_error
+        )
+        .into());
+    }
+    let config = &sizes.query;
+    let url = Arc::new(format!("{}/graphql", server.http()));
+    let client = http_client(config.workers);
+    let (c, u) = (client.clone(), url.clone());
+    let meter = CpuMeter::start(server);
+    let baseline = closed_loop(config, move |_| {
+        let (client, url) = (c.clone(), u.clone());
+        async move {
+            let body = br#"{"query":"{ __typename }"}"#.to_vec();
+            post_expect(&client, &url, &[], body, r#""__typename":"Query""#).await
+        }
+    })
+    .await;
+    let baseline_cpu = meter.stop(server, baseline.total);
+    let meter = CpuMeter::start(server);
+    let ours = closed_loop(config, move |n| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let body = media_query(n % media);
+            post_expect(&client, &url, &[], body, r#""mediaByPlaybackId":{"id""#).await
+        }
+    })
+    .await;
+    let ours_cpu = meter.stop(server, ours.total);
+    Ok(QueryOutcome {
+        connections: config.workers,
+        media,
+        ours,
+        baseline,
+        ours_cpu,
+        baseline_cpu,
+    })
+}
+
+impl QueryOutcome {
+    pub fn rows(&mut self) -> Vec<Row> {
+        let scenario = format!("query, {} connections", self.connections);
+        let mut note = format!(
+            "`mediaByPlaybackId` over {} media vs `{{ __typename }}`; {} and {} answered; {}",
+            self.media,
+            self.ours.ok,
+            self.baseline.ok,
+            cpu_note("request", self.ours_cpu, self.baseline_cpu)
+        );
+        if let Some(errors) = errors_note(&self.ours, &self.baseline) {
+            note = format!("{note}; {errors}");
+        }
+        vec![
+            Row::new(
+                &scenario,
+                "requests/s",
+                "/s",
+                self.ours.rate,
+                self.baseline.rate,
+                Target::RatioAtLeast(0.5),
+            )
+            .with_note(note),
+            Row::new(
+                &scenario,
+                "p99",
+                "ms",
+                self.ours.latencies.p99_ms(),
+                self.baseline.latencies.p99_ms(),
+                Target::None,
+            ),
+        ]
+    }
+}

@@ -1,0 +1,110 @@
+//! Each benchmark scenario at a tiny size, with the servers in this process, so the harness cannot rot:
+//! 20 webhooks, 5 subscribers, 10 idle connections, 20 queries. SQLite always; PostgreSQL too when
+//! `TEST_DATABASE_URL` is set. The figures are only checked for sanity; the benchmark is
+//! `cargo run --release -p bench -- all`.
+
+use bench::db::Backend;
+use bench::scenarios::{self, Sizes};
+use bench::server::Launch;
+
+fn sane_latency(ms: f64) -> bool {
+    ms.is_finite() && ms > 0.0 && ms < 10_000.0
+}
+
+async fn ingest_on(backend: Backend) {
+    let sizes = Sizes::smoke();
+    let mut outcome = scenarios::ingest(&Launch::InProcess, &backend, &sizes.ingest)
+        .await
+        .expect("the ingest scenario runs");
+    for (name, result) in [
+        ("ours", &mut outcome.ours),
+        ("baseline", &mut outcome.baseline),
+    ] {
+        assert_eq!(
+            (result.ok, result.errors),
+            (20, 0),
+            "{name} acked every webhook: {:?}",
+            result.first_error
+        );
+        assert!(result.rate > 0.0, "{name} rate");
+        assert!(sane_latency(result.latencies.p50_ms()), "{name} p50");
+        assert!(sane_latency(result.latencies.p99_ms()), "{name} p99");
+    }
+    let rows = outcome.rows();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.ratio().is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_on_sqlite() {
+    ingest_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_on_postgres_when_configured() {
+    match std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        Some(admin_url) => ingest_on(Backend::Postgres { admin_url }).await,
+        None => eprintln!("TEST_DATABASE_URL is not set: PostgreSQL ingest smoke skipped"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_reaches_every_subscriber() {
+    bench::raise_fd_limit();
+    let sizes = Sizes::smoke();
+    let (subscribers, changes) = sizes.fanout[0];
+    let mut outcome = scenarios::fanout(&Launch::InProcess, subscribers, changes, &sizes)
+        .await
+        .expect("the fan-out scenario runs");
+    for (name, received) in [
+        ("ours", &mut outcome.ours),
+        ("baseline", &mut outcome.baseline),
+    ] {
+        assert_eq!(received.expected, subscribers * changes, "{name}");
+        assert_eq!(
+            received.missing, 0,
+            "{name}: every subscriber got every change"
+        );
+        assert_eq!(received.unexpected, 0, "{name}: only the expected frames");
+        assert!(sane_latency(received.latencies.p99_ms()), "{name} p99");
+    }
+    assert!(outcome.rows().iter().all(|r| r.ratio().is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_stay_open() {
+    bench::raise_fd_limit();
+    let sizes = Sizes::smoke();
+    let outcome = scenarios::idle(&Launch::InProcess, &sizes)
+        .await
+        .expect("the idle scenario runs");
+    assert_eq!(outcome.ours.open, sizes.idle);
+    assert_eq!(outcome.baseline.open, sizes.idle);
+    assert_eq!(outcome.ours_unsubscribed.open, sizes.idle);
+    // In-process servers have no RSS of their own: the full run measures it.
+    assert_eq!(outcome.rows().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_answer() {
+    let sizes = Sizes::smoke();
+    let mut outcome = scenarios::query(&Launch::InProcess, &sizes)
+        .await
+        .expect("the query scenario runs");
+    for (name, result) in [
+        ("ours", &mut outcome.ours),
+        ("baseline", &mut outcome.baseline),
+    ] {
+        assert_eq!(
+            (result.ok, result.errors),
+            (20, 0),
+            "{name}: {:?}",
+            result.first_error
+        );
+        assert!(result.rate > 0.0);
+        assert!(sane_latency(result.latencies.p99_ms()), "{name} p99");
+    }
+}
