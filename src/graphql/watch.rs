@@ -42,6 +42,9 @@ pub trait Watched: Clone + PartialEq + Send + Sync + 'static {
     fn id(&self) -> &str;
     fn playback_ids(&self) -> &[Playback];
     fn is_deleted(&self) -> bool;
+    /// The id of the entity of this kind that `moved` belongs to, when `moved` is a part of one (a
+    /// simulcast target of a stream): its subscribers get a frame, so nested fields show the change.
+    fn parent_of(moved: &Moved) -> Option<&str>;
     fn load(
         db: &DatabaseTransaction,
         id: &str,
@@ -55,7 +58,7 @@ pub trait Watched: Clone + PartialEq + Send + Sync + 'static {
 
 /// The two watchable kinds differ only in their types, their loader and their playback id column.
 macro_rules! watched {
-    ($model:ty, $variant:ident, $load:path, $owner:ident) => {
+    ($model:ty, $variant:ident, $load:path, $owner:ident, $parent_of:expr) => {
         impl Watched for Snapshot<$model> {
             fn from_moved(moved: &Moved) -> Option<&Self> {
                 match moved {
@@ -71,6 +74,9 @@ macro_rules! watched {
             }
             fn is_deleted(&self) -> bool {
                 self.row.status == "DELETED"
+            }
+            fn parent_of(moved: &Moved) -> Option<&str> {
+                $parent_of(moved)
             }
             async fn load(db: &DatabaseTransaction, id: &str) -> Result<Option<Self>, DbErr> {
                 Ok($load(db, id).await?.map(|state| Snapshot {
@@ -89,12 +95,32 @@ macro_rules! watched {
     };
 }
 
-watched!(media::Model, Media, entities::load_media, media_id);
+/// A media has no parts that move on their own.
+fn no_parts(_: &Moved) -> Option<&str> {
+    None
+}
+
+/// A simulcast target is a part of its stream.
+fn stream_of_target(moved: &Moved) -> Option<&str> {
+    match moved {
+        Moved::SimulcastTarget(target) => Some(target.live_stream_id.as_str()),
+        _ => None,
+    }
+}
+
+watched!(
+    media::Model,
+    Media,
+    entities::load_media,
+    media_id,
+    no_parts
+);
 watched!(
     live_stream::Model,
     LiveStream,
     entities::load_live,
-    live_stream_id
+    live_stream_id,
+    stream_of_target
 );
 
 /// The last position and, as of exactly that position, the entity `id`: both read in one snapshot, so
@@ -168,6 +194,7 @@ pub fn entity_stream<W: Watched>(
                 Ok(change) if change.position <= seen => {}
                 Ok(change) => {
                     seen = change.position;
+                    let mut sent = false;
                     for snapshot in change.moved.iter().filter_map(W::from_moved) {
                         let ours = match (&id, &target) {
                             (Some(id), _) => snapshot.id() == id,
@@ -177,8 +204,14 @@ pub fn entity_stream<W: Watched>(
                         if ours && last.as_ref() != Some(snapshot) {
                             id = Some(snapshot.id().to_owned());
                             last = Some(snapshot.clone());
+                            sent = true;
                             yield snapshot.clone();
                         }
+                    }
+                    // A part of it changed (a simulcast target): send it again, its nested fields differ.
+                    let part_moved = change.moved.iter().any(|m| W::parent_of(m).is_some() && W::parent_of(m) == id.as_deref());
+                    if let (false, true, Some(current)) = (sent, part_moved, last.clone()) {
+                        yield current;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {

@@ -143,8 +143,8 @@ async fn a_lost_listener_reconnects_and_delivers_what_was_committed_meanwhile() 
     for name in names {
         a.deliver_fixture(name).await;
     }
-    // Six events, four of which change the stream.
-    let (_, events) = read(&mut on_b, names.len() + 4).await;
+    // Six events: four change the stream and one its simulcast target (a stream frame each).
+    let (_, events) = read(&mut on_b, names.len() + 5).await;
     let expected: Vec<String> = names.iter().map(|n| event_id(n)).collect();
     assert_eq!(
         events, expected,

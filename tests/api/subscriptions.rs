@@ -30,6 +30,26 @@ const STREAM_FRAMES: [(&str, bool, bool); 10] = [
     ("DELETED", false, false),
 ];
 
+/// The frames a `liveStream` subscriber gets for the whole live sequence: one per stream change, and the
+/// stream again when one of its simulcast targets changes (the recording's media event sends nothing).
+const SUBSCRIBER_FRAMES: [(&str, bool, bool); 15] = [
+    ("IDLE", false, false),      // created
+    ("IDLE", false, false),      // target created
+    ("PREPARING", false, false), // preparing
+    ("PREPARING", true, false),  // connected
+    ("ACTIVE", true, true),      // recording
+    ("ACTIVE", true, true),      // active
+    ("ACTIVE", true, true),      // target starting
+    ("ACTIVE", true, true),      // target broadcasting
+    ("ACTIVE", true, true),      // target updated
+    ("ACTIVE", false, false),    // disconnected
+    ("IDLE", false, false),      // idle
+    ("IDLE", false, false),      // updated
+    ("IDLE", false, false),      // target deleted
+    ("DISABLED", false, false),  // disabled
+    ("DELETED", false, false),   // deleted
+];
+
 fn frame_of(stream: &Value) -> (&str, bool, bool) {
     (
         stream["status"].as_str().unwrap(),
@@ -59,7 +79,7 @@ async fn live_stream_by_playback_id_follows_the_whole_sequence_then_completes() 
     for name in LIVE_SEQUENCE {
         app.deliver_fixture(name).await;
     }
-    for (index, expected) in STREAM_FRAMES.iter().enumerate() {
+    for (index, expected) in SUBSCRIBER_FRAMES.iter().enumerate() {
         let data = client.next_data("s1").await;
         assert_eq!(
             frame_of(&data["liveStream"]),
@@ -325,4 +345,34 @@ async fn webhook_events_subscription_is_admin_only_and_filters() {
             .await
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_stream_subscriber_sees_its_simulcast_targets_change() {
+    let app = spawn_app().await;
+    app.deliver_fixture("video.live_stream.created").await;
+    let mut client = admin_client(&app).await;
+    client
+        .subscribe("s", "subscription($id: ID) { liveStream(id: $id) { status simulcastTargets { status isEnabled } } }", json!({ "id": STREAM_ID }))
+        .await;
+    assert_eq!(
+        client.next_data("s").await["liveStream"]["simulcastTargets"],
+        json!([])
+    );
+    for (name, status) in [
+        ("video.live_stream.simulcast_target.created", "IDLE"),
+        ("video.live_stream.simulcast_target.starting", "STARTING"),
+        (
+            "video.live_stream.simulcast_target.broadcasting",
+            "BROADCASTING",
+        ),
+        ("video.live_stream.simulcast_target.deleted", "DELETED"),
+    ] {
+        app.deliver_fixture(name).await;
+        let data = client.next_data("s").await;
+        assert_eq!(
+            data["liveStream"]["simulcastTargets"][0]["status"], status,
+            "after {name}: {data}"
+        );
+    }
 }
