@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use crate::config::{Settings, redact_url};
 use crate::events::relay::{Inbox, Relay};
 use crate::events::{Bus, Publisher};
+use crate::graphql::cache::PlaybackCache;
+use crate::graphql::fanout::Fanout;
 use crate::graphql::{AdminToken, AppSchema};
 use crate::http::ws::WsConfig;
 use crate::metrics::Metrics;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub bus: Bus,
     /// The GraphQL schema (holds the pool as schema data).
     pub schema: AppSchema,
+    /// Shared executions of identical entity subscriptions.
+    pub fanout: Fanout,
     /// Unlocks admin-only fields.
     pub admin: AdminToken,
     /// Prometheus metrics.
@@ -113,28 +117,39 @@ impl Application {
         let (stopping, shutdown) = watch::channel(false);
         let instance = instance_name();
         // Several instances may share PostgreSQL: changes then travel through the relay (LISTEN/NOTIFY).
-        let (publisher, relay) = if db.get_database_backend() == DbBackend::Postgres {
-            let inbox = Inbox::default();
-            let relay = Relay {
-                db: db.clone(),
-                url: settings.database_url.clone(),
-                bus: bus.clone(),
-                inbox: inbox.clone(),
-                metrics: metrics.clone(),
-                name: instance.clone(),
-                stopping: shutdown.clone(),
-            };
-            (Publisher::Relayed(inbox), Some(relay))
-        } else {
-            (Publisher::Direct(bus.clone()), None)
+        // A single instance (SQLite) sees every write, so it may keep query answers in memory.
+        let cache = (db.get_database_backend() != DbBackend::Postgres).then(PlaybackCache::default);
+        let (publisher, relay) = match &cache {
+            Some(cache) => (
+                Publisher::Direct {
+                    bus: bus.clone(),
+                    cache: cache.clone(),
+                },
+                None,
+            ),
+            None => {
+                let inbox = Inbox::default();
+                let relay = Relay {
+                    db: db.clone(),
+                    url: settings.database_url.clone(),
+                    bus: bus.clone(),
+                    inbox: inbox.clone(),
+                    metrics: metrics.clone(),
+                    name: instance.clone(),
+                    stopping: shutdown.clone(),
+                };
+                (Publisher::Relayed(inbox), Some(relay))
+            }
         };
         let intake = Intake::new(db.clone(), secrets, publisher);
         let schema = crate::graphql::schema(Some(crate::graphql::Shared {
             db: db.clone(),
             bus: bus.clone(),
             metrics: metrics.clone(),
+            cache,
         }));
         let admin = AdminToken::new(settings.admin_token.as_deref());
+        let fanout = Fanout::new(schema.clone(), db.clone(), metrics.clone());
         Ok(Self {
             listener,
             stopping,
@@ -145,6 +160,7 @@ impl Application {
                 intake,
                 bus,
                 schema,
+                fanout,
                 admin,
                 metrics,
                 ws: WsConfig::default(),

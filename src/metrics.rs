@@ -26,6 +26,8 @@ struct Inner {
     websockets: IntGauge,
     /// Running subscription operations.
     subscriptions: IntGauge,
+    /// Running shared executions of entity subscriptions.
+    shared_executions: IntGauge,
     /// GraphQL operations by type (`query`, `subscription`) and outcome (`ok`, `error`).
     graphql_requests: IntCounterVec,
     /// Times the PostgreSQL relay lost its listener connection.
@@ -80,6 +82,10 @@ impl Metrics {
         );
         let subscriptions =
             IntGauge::new("subscriptions", "Running GraphQL subscription operations");
+        let shared_executions = IntGauge::new(
+            "shared_subscription_executions",
+            "Running executions of entity subscriptions, each shared by every identical subscription",
+        );
         let graphql_requests = IntCounterVec::new(
             Opts::new(
                 "graphql_requests_total",
@@ -99,6 +105,7 @@ impl Metrics {
             lag_events: register(&registry, lag_events.expect(valid)),
             websockets: register(&registry, websockets.expect(valid)),
             subscriptions: register(&registry, subscriptions.expect(valid)),
+            shared_executions: register(&registry, shared_executions.expect(valid)),
             graphql_requests: register(&registry, graphql_requests.expect(valid)),
             relay_reconnects: register(&registry, relay_reconnects.expect(valid)),
             registry,
@@ -136,6 +143,11 @@ impl Metrics {
     /// Counts a running subscription until the guard is dropped.
     pub fn subscription_started(&self) -> GaugeGuard {
         GaugeGuard::new(self.0.subscriptions.clone())
+    }
+
+    /// Counts a running shared execution until the guard is dropped.
+    pub fn shared_execution_started(&self) -> GaugeGuard {
+        GaugeGuard::new(self.0.shared_executions.clone())
     }
 
     /// Counts one GraphQL operation of `operation` type (`query`, `mutation`, `subscription`).

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use entity::{live_stream, media, simulcast_target, webhook_event};
 use tokio::sync::broadcast;
 
+use crate::graphql::cache::PlaybackCache;
 use crate::webhook::apply::Changed;
 use crate::webhook::fields::Playback;
 
@@ -69,8 +70,9 @@ impl Change {
 /// Where intake hands a committed change.
 #[derive(Clone)]
 pub enum Publisher {
-    /// Straight onto this instance's bus (SQLite: one instance).
-    Direct(Bus),
+    /// Straight onto this instance's bus (SQLite: one instance), after the instance's query cache forgot
+    /// what the change made stale.
+    Direct { bus: Bus, cache: PlaybackCache },
     /// To the relay, which publishes it when its notification comes back, in order with the changes of
     /// the other instances (PostgreSQL).
     Relayed(relay::Inbox),
@@ -79,7 +81,10 @@ pub enum Publisher {
 impl Publisher {
     pub fn publish(&self, change: Arc<Change>) {
         match self {
-            Self::Direct(bus) => bus.publish(change),
+            Self::Direct { bus, cache } => {
+                cache.observe(&change);
+                bus.publish(change);
+            }
             Self::Relayed(inbox) => inbox.put(change),
         }
     }

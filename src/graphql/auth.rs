@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha256};
 
 /// The caller's role, put into each GraphQL request's data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Admin,
     Public,

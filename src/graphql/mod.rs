@@ -1,7 +1,9 @@
 //! The GraphQL API (SPEC §4): schema, per-request context (role, loaders), and error codes.
 
 pub mod auth;
+pub mod cache;
 pub mod errors;
+pub mod fanout;
 pub mod loaders;
 pub mod pagination;
 pub mod query;
@@ -17,6 +19,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::events::Bus;
 use crate::metrics::Metrics;
+use cache::PlaybackCache;
 
 pub use auth::{AdminToken, Role};
 pub use query::Query;
@@ -30,11 +33,13 @@ pub const MAX_DEPTH: usize = 12;
 /// Largest query complexity accepted: each field costs 1, a connection `first × its selection`.
 pub const MAX_COMPLEXITY: usize = 20_000;
 
-/// What the schema's resolvers share: the pool, the bus and the metrics. Role and loaders are per request.
+/// What the schema's resolvers share: the pool, the bus, the metrics, and on a single instance the
+/// playback cache. Role and loaders are per request.
 pub struct Shared {
     pub db: DatabaseConnection,
     pub bus: Bus,
     pub metrics: Metrics,
+    pub cache: Option<PlaybackCache>,
 }
 
 /// Builds the schema; without `shared` it can only print its SDL.
@@ -43,8 +48,17 @@ pub fn schema(shared: Option<Shared>) -> AppSchema {
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .extension(ErrorCodes);
-    if let Some(Shared { db, bus, metrics }) = shared {
+    if let Some(Shared {
+        db,
+        bus,
+        metrics,
+        cache,
+    }) = shared
+    {
         builder = builder.data(db).data(bus).data(metrics);
+        if let Some(cache) = cache {
+            builder = builder.data(cache);
+        }
     }
     builder.finish()
 }

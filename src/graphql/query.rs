@@ -8,6 +8,7 @@ use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
+use super::cache::PlaybackCache;
 use super::errors::{internal, not_found};
 use super::loaders::playback_ids;
 use super::pagination::{Position, decode, decode_event_cursor, encode, event_cursor, page_size};
@@ -15,6 +16,7 @@ use super::types::{
     LiveStream, LiveStreamStatus, Media, MediaStatus, SimulcastTarget, WebhookEvent,
 };
 use super::{auth::Role, errors::forbidden};
+use crate::events::Snapshot;
 
 pub struct Query;
 
@@ -164,6 +166,11 @@ impl Query {
         ctx: &Context<'_>,
         playback_id: String,
     ) -> Result<Option<Media>> {
+        let cache = ctx.data_opt::<PlaybackCache>();
+        if let Some(kept) = cache.and_then(|cache| cache.get(&playback_id)) {
+            return Ok(Some(Media::from(kept)));
+        }
+        let generation = cache.map(PlaybackCache::generation);
         let db = db(ctx)?;
         let Some(media_id) = media_by_playback(db, &playback_id).await? else {
             return Err(not_found("media with playback id", &playback_id));
@@ -173,7 +180,15 @@ impl Query {
             .await
             .map_err(internal)?;
         let row = row.ok_or_else(|| not_found("media with playback id", &playback_id))?;
-        Ok(media_with_playback(db, vec![row]).await?.pop())
+        let found = media_with_playback(db, vec![row]).await?.pop();
+        if let (Some(cache), Some(generation), Some(media)) = (cache, generation, &found) {
+            let snapshot = Snapshot {
+                row: media.row.clone(),
+                playback_ids: media.playback_ids.clone().unwrap_or_default(),
+            };
+            cache.put(generation, &playback_id, snapshot);
+        }
+        Ok(found)
     }
 
     /// Media, newest first. `first` is capped at 100. Deleted media only with `includeDeleted`.

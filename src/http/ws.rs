@@ -5,20 +5,22 @@
 //! 4403, second init 4429, unreadable message 4400; the server pings, and drops peers that stop answering
 //! (1008).
 
-use std::pin::Pin;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use async_graphql::Data;
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
-use async_graphql::{Data, Response};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout};
 use tokio_stream::StreamMap;
 
 use crate::app::AppState;
-use crate::graphql::loaders;
+use crate::graphql::fanout::{Frame, FrameKind, Frames};
+use crate::graphql::{Role, loaders};
 
 /// Timeouts of websocket connections.
 #[derive(Clone, Copy, Debug)]
@@ -41,8 +43,6 @@ impl Default for WsConfig {
     }
 }
 
-type Operation = Pin<Box<dyn Stream<Item = Option<Response>> + Send>>;
-
 /// Why a connection ends, as a close frame.
 struct Close(u16, &'static str);
 
@@ -54,8 +54,11 @@ struct Connection {
 
 impl Connection {
     async fn send(&mut self, message: Value) -> Result<(), Close> {
-        self.send_frame(Message::Text(Utf8Bytes::from(message.to_string())))
-            .await
+        self.send_text(message.to_string()).await
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), Close> {
+        self.send_frame(Message::Text(Utf8Bytes::from(text))).await
     }
 
     async fn send_frame(&mut self, frame: Message) -> Result<(), Close> {
@@ -106,7 +109,7 @@ pub async fn serve(socket: WebSocket, protocol: WebSocketProtocols, state: AppSt
         config,
     };
     let outcome = match handshake(&mut connection, &mut stream, &state).await {
-        Ok(data) => run(&mut connection, &mut stream, &state, data).await,
+        Ok(role) => run(&mut connection, &mut stream, &state, role).await,
         Err(close) => Err(close),
     };
     if let Err(close) = outcome {
@@ -119,7 +122,7 @@ async fn handshake(
     connection: &mut Connection,
     stream: &mut SplitStream<WebSocket>,
     state: &AppState,
-) -> Result<Data, Close> {
+) -> Result<Role, Close> {
     let deadline = Instant::now() + connection.config.init_timeout;
     let mut shutdown = state.shutdown.clone();
     loop {
@@ -147,11 +150,8 @@ async fn handshake(
                     }
                     return Err(Close(4403, "Forbidden"));
                 }
-                let mut data = Data::default();
-                data.insert(state.admin.role(authorization));
-                data.insert(loaders::uncached(state.db.clone()));
                 connection.send(json!({ "type": "connection_ack" })).await?;
-                return Ok(data);
+                return Ok(state.admin.role(authorization));
             }
             Some(ClientMessage::Ping { payload }) => connection.send(pong(payload)).await?,
             Some(ClientMessage::Pong { .. }) => {}
@@ -175,10 +175,16 @@ async fn run(
     connection: &mut Connection,
     stream: &mut SplitStream<WebSocket>,
     state: &AppState,
-    data: Data,
+    role: Role,
 ) -> Result<(), Close> {
-    let data = std::sync::Arc::new(data);
-    let mut operations: StreamMap<String, Operation> = StreamMap::new();
+    let mut data = Data::default();
+    data.insert(role);
+    data.insert(loaders::uncached(state.db.clone()));
+    let session = Session {
+        role,
+        data: Arc::new(data),
+    };
+    let mut operations: StreamMap<String, Frames> = StreamMap::new();
     let mut ping = tokio::time::interval_at(
         Instant::now() + connection.config.ping_interval,
         connection.config.ping_interval,
@@ -194,10 +200,10 @@ async fn run(
                 let Some(Ok(frame)) = frame else { return Ok(()) };
                 last_heard = Instant::now();
                 let Some(message) = parse(frame)? else { continue };
-                handle(connection, &mut operations, state, &data, message).await?;
+                handle(connection, &mut operations, state, &session, message).await?;
             }
-            Some((id, response)) = operations.next(), if !operations.is_empty() => {
-                forward(connection, &mut operations, id, response).await?;
+            Some((id, frame)) = operations.next(), if !operations.is_empty() => {
+                forward(connection, &mut operations, id, &frame).await?;
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > connection.config.ping_interval * 2 {
@@ -220,11 +226,17 @@ async fn run(
     }
 }
 
+/// What operations of an acknowledged connection run with.
+struct Session {
+    role: Role,
+    data: Arc<Data>,
+}
+
 async fn handle(
     connection: &mut Connection,
-    operations: &mut StreamMap<String, Operation>,
+    operations: &mut StreamMap<String, Frames>,
     state: &AppState,
-    data: &std::sync::Arc<Data>,
+    session: &Session,
     message: ClientMessage,
 ) -> Result<(), Close> {
     match message {
@@ -236,20 +248,21 @@ async fn handle(
                 return Err(Close(4409, "Subscriber for this id already exists"));
             }
             let operation = operation_kind(&payload.query);
+            let frames = match state.fanout.subscribe(payload, session.role) {
+                Ok(shared) => shared,
+                Err(payload) => alone(state, session, payload),
+            };
             let metrics = state.metrics.clone();
             let guard = metrics.subscription_started();
-            let responses = state
-                .schema
-                .execute_stream_with_session_data(payload, data.clone())
-                .map(move |response| {
-                    let _running = &guard;
-                    metrics.graphql(operation, response.errors.is_empty());
-                    Some(response)
-                });
-            operations.insert(
-                id,
-                Box::pin(responses.chain(futures_util::stream::once(async { None }))),
-            );
+            let frames = frames.inspect(move |frame| {
+                let _running = &guard;
+                match frame.kind {
+                    FrameKind::Next { ok, .. } => metrics.graphql(operation, ok),
+                    FrameKind::Failed { .. } => metrics.graphql(operation, false),
+                    FrameKind::Complete => {}
+                }
+            });
+            operations.insert(id, Box::pin(frames));
             Ok(())
         }
         ClientMessage::Stop { id } => {
@@ -266,30 +279,46 @@ async fn handle(
     }
 }
 
-/// Sends one result of operation `id` (`None`: it ended).
+/// Runs an operation for this subscriber only (anything but an entity subscription).
+fn alone(state: &AppState, session: &Session, request: async_graphql::Request) -> Frames {
+    let responses = state
+        .schema
+        .execute_stream_with_session_data(request, session.data.clone())
+        .map(|response| Arc::new(Frame::from_response(0, &response)));
+    let complete = futures_util::stream::once(async { Arc::new(Frame::complete(0)) });
+    Box::pin(responses.chain(complete))
+}
+
+/// Sends one message of operation `id`; after its completion or failure the operation is removed.
 async fn forward(
     connection: &mut Connection,
-    operations: &mut StreamMap<String, Operation>,
+    operations: &mut StreamMap<String, Frames>,
     id: String,
-    response: Option<Response>,
+    frame: &Frame,
 ) -> Result<(), Close> {
-    let Some(response) = response else {
-        operations.remove(&id);
-        return connection
-            .send(json!({ "type": "complete", "id": id }))
-            .await;
-    };
-    let failed_to_start =
-        response.data == async_graphql::Value::Null && !response.errors.is_empty();
-    let message = match (connection.legacy(), failed_to_start) {
-        (true, _) => json!({ "type": "data", "id": id, "payload": response }),
-        (false, true) => {
-            operations.remove(&id);
-            json!({ "type": "error", "id": id, "payload": response.errors })
+    let quoted = serde_json::to_string(&id).map_err(|_| Close(1011, "unwritable id"))?;
+    let (kind, payload) = match (&frame.kind, connection.legacy()) {
+        (FrameKind::Next { response, .. }, false) => ("next", response),
+        (FrameKind::Next { response, .. } | FrameKind::Failed { response, .. }, true) => {
+            ("data", response)
         }
-        (false, false) => json!({ "type": "next", "id": id, "payload": response }),
+        (FrameKind::Failed { errors, .. }, false) => {
+            operations.remove(&id);
+            ("error", errors)
+        }
+        (FrameKind::Complete, _) => {
+            operations.remove(&id);
+            return connection
+                .send_text(format!(r#"{{"type":"complete","id":{quoted}}}"#))
+                .await;
+        }
     };
-    connection.send(message).await
+    // The payload is serialised once for every subscriber of a shared execution; only the id differs.
+    connection
+        .send_text(format!(
+            r#"{{"type":"{kind}","id":{quoted},"payload":{payload}}}"#
+        ))
+        .await
 }
 
 /// `query`, `mutation` or `subscription`, for metrics (a cheap look at the document's first keyword).

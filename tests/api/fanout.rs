@@ -161,3 +161,129 @@ async fn a_thousand_subscribers_of_one_stream_each_receive_the_change() {
     );
     assert_eq!(latencies.len(), SUBSCRIBERS);
 }
+
+const STATUS_OF_STREAM: &str = "subscription($id: ID) { liveStream(id: $id) { status } }";
+
+/// A client on `protocol` subscribed to [`STATUS_OF_STREAM`] for `stream`, past its first frame.
+async fn status_watcher(app: &TestApp, protocol: &str) -> (WsClient, Value) {
+    let mut client = WsClient::connect(app, protocol).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("s", STATUS_OF_STREAM, json!({ "id": STREAM_ID }))
+        .await;
+    let first = client.next_data("s").await;
+    (client, first)
+}
+
+/// The stream's status as a query answers it now.
+async fn queried_status(app: &TestApp) -> Value {
+    app.query(
+        "query($id: ID!) { liveStream(id: $id) { status } }",
+        json!({ "id": STREAM_ID }),
+    )
+    .await
+}
+
+async fn shared_executions(app: &TestApp) -> f64 {
+    app.metric("fastpix_sync_shared_subscription_executions", &[])
+        .await
+}
+
+/// Waits until the running shared executions are `expected`.
+async fn await_shared_executions(app: &TestApp, expected: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shared_executions(app).await != expected {
+        assert!(
+            Instant::now() < deadline,
+            "still {}",
+            shared_executions(app).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn identical_entity_subscriptions_share_one_execution_that_ends_with_its_last_subscriber() {
+    let app = spawn_app().await;
+    app.deliver_fixture("video.live_stream.created").await;
+    let mut watchers = Vec::new();
+    for protocol in [TRANSPORT_WS; 9].into_iter().chain([LEGACY_WS]) {
+        let (client, first) = status_watcher(&app, protocol).await;
+        assert_eq!(first, queried_status(&app).await);
+        watchers.push(client);
+    }
+    // Another document for the same stream, and the same document for another stream: two more.
+    let mut other = WsClient::connect(&app, TRANSPORT_WS).await;
+    other.init(json!({})).await;
+    other
+        .subscribe(
+            "b",
+            STATUS_OF_STREAM,
+            json!({ "id": "a-stream-not-seen-yet" }),
+        )
+        .await;
+    other
+        .subscribe(
+            "a",
+            "subscription($id: ID) { liveStream(id: $id) { status encoderConnected } }",
+            json!({ "id": STREAM_ID }),
+        )
+        .await;
+    assert_eq!(
+        other.next_data("a").await["liveStream"]["encoderConnected"],
+        false
+    );
+    assert_eq!(shared_executions(&app).await, 3.0);
+    assert_eq!(app.metric("fastpix_sync_subscriptions", &[]).await, 12.0);
+
+    // One change: every subscriber of the shared execution receives it.
+    app.deliver_fixture("video.live_stream.preparing").await;
+    let now = queried_status(&app).await;
+    for watcher in &mut watchers {
+        assert_eq!(watcher.next_data("s").await, now);
+    }
+    assert_ne!(other.next_data("a").await["liveStream"]["status"], "IDLE");
+
+    // A subscriber joining the running execution starts from the current state, then follows it.
+    let (mut late, first) = status_watcher(&app, TRANSPORT_WS).await;
+    assert_eq!(first, now);
+    assert_eq!(shared_executions(&app).await, 3.0);
+    app.deliver_fixture("video.live_stream.active").await;
+    let now = queried_status(&app).await;
+    assert_eq!(late.next_data("s").await, now);
+    assert_eq!(watchers[0].next_data("s").await, now);
+
+    // The execution runs while one subscriber is left, and stops with the last one.
+    drop(late);
+    watchers.truncate(1);
+    let mut last = watchers.pop().unwrap();
+    last.send(json!({ "type": "complete", "id": "s" })).await;
+    await_shared_executions(&app, 2.0).await;
+    drop(last);
+    drop(other);
+    await_shared_executions(&app, 0.0).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_after_a_shared_execution_completed_gets_the_tombstone_and_the_end() {
+    let app = spawn_app().await;
+    app.deliver_fixture("video.live_stream.created").await;
+    let (mut first, _) = status_watcher(&app, TRANSPORT_WS).await;
+    app.deliver_fixture("video.live_stream.deleted").await;
+    let tombstone = first.next_data("s").await;
+    assert_eq!(tombstone, queried_status(&app).await);
+    assert_eq!(
+        first.message().await,
+        json!({ "type": "complete", "id": "s" })
+    );
+    // The completed execution is not joined: a new one reads the state again, and ends again.
+    let (mut second, state) = status_watcher(&app, TRANSPORT_WS).await;
+    assert_eq!(state, tombstone);
+    assert_eq!(
+        second.message().await,
+        json!({ "type": "complete", "id": "s" })
+    );
+    drop(first);
+    drop(second);
+    await_shared_executions(&app, 0.0).await;
+}

@@ -505,3 +505,106 @@ async fn a_page_of_100_streams_with_every_nested_field_costs_a_bounded_number_of
     assert!(statements > 0.0, "the statement counter works");
     assert!(statements <= 10.0, "{statements} statements for one page");
 }
+
+const URL_MEDIA_PLAYBACK: &str = "a1b2c3d4-e5f6-4789-9abc-def012345678";
+const MEDIA_SELECTION: &str = "id status lastEventType playbackIds { id }";
+
+/// `mediaByPlaybackId` over HTTP with a client of its own (for tasks running beside the test).
+async fn by_playback(client: &reqwest::Client, address: &str) -> Value {
+    let query = format!(
+        "query($p: String!) {{ mediaByPlaybackId(playbackId: $p) {{ {MEDIA_SELECTION} }} }}"
+    );
+    client
+        .post(format!("{address}/graphql"))
+        .json(&json!({ "query": query, "variables": { "p": URL_MEDIA_PLAYBACK } }))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("JSON answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_by_playback_id_never_answers_older_than_the_last_acknowledged_webhook() {
+    let app = spawn_app().await;
+    // Readers keep asking while the webhooks land, so answers are read and kept around every change.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, address, stop) = (app.client.clone(), app.address.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    by_playback(&client, &address).await;
+                    answers += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut compared = 0;
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        for name in MEDIA_SEQUENCE {
+            // Deleted stays deleted: the deletion comes last.
+            if name == "video.media.deleted" && round + 1 < ROUNDS {
+                continue;
+            }
+            let mut event: Value = serde_json::from_slice(&fixture(name)).unwrap();
+            // Later rounds replay the sequence as newer events (fresh ids, later times): each changes the media.
+            if round > 0 {
+                event["id"] = json!(format!("round-{round}-{name}"));
+                let at = event["createdAt"].as_str().unwrap().replacen(
+                    "2026",
+                    &format!("{}", 2026 + round),
+                    1,
+                );
+                event["createdAt"] = json!(at);
+            }
+            let (status, body) = app.deliver(&serde_json::to_vec(&event).unwrap()).await;
+            assert_eq!(status, 200, "{body}");
+            let answer = by_playback(&app.client, &app.address).await;
+            let Some(media) = answer["data"]["mediaByPlaybackId"].as_object() else {
+                assert_eq!(
+                    answer["errors"][0]["extensions"]["code"], "NOT_FOUND",
+                    "{answer}"
+                );
+                continue;
+            };
+            let id = media["id"].as_str().unwrap();
+            let stored = app
+                .query(
+                    &format!("query($id: ID!) {{ media(id: $id) {{ {MEDIA_SELECTION} }} }}"),
+                    json!({ "id": id }),
+                )
+                .await;
+            assert_eq!(
+                answer["data"]["mediaByPlaybackId"], stored["media"],
+                "after {name}, round {round}"
+            );
+            compared += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+    assert!(
+        compared >= 5,
+        "the playback id was found after {compared} deliveries"
+    );
+
+    // On one instance (SQLite) a repeated question is answered from memory.
+    if !app.test_db.is_postgres() {
+        by_playback(&app.client, &app.address).await;
+        let before = app.metric("fastpix_sync_sql_statements_total", &[]).await;
+        for _ in 0..3 {
+            by_playback(&app.client, &app.address).await;
+        }
+        assert_eq!(
+            app.metric("fastpix_sync_sql_statements_total", &[]).await,
+            before
+        );
+    }
+}

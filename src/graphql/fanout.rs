@@ -1,0 +1,305 @@
+//! One execution for many identical entity subscriptions.
+//!
+//! A status page has thousands of viewers subscribed to the same stream with the same document. Run once
+//! per viewer, a change would be resolved and serialised thousands of times, and every viewer would hold
+//! its own parsed document and stream. Instead, entity subscriptions (`liveStream`, `media`) whose request
+//! (document, operation name, variables) and role are the same share one execution: each of its responses
+//! is serialised once, and every subscriber gets the same bytes.
+//!
+//! Why a subscriber of a shared execution sees what it would have seen alone: an entity subscription emits
+//! the whole current state first, then one message per change. A subscriber that joins a running execution
+//! gets the execution's last message (its current state) and then every later one; both are taken under
+//! the lock the execution publishes under, so nothing is doubled or missed at the seam. A subscriber that
+//! falls behind the channel gets the last message again (the current state), as an unshared entity
+//! subscription re-sends it. Other subscriptions (update feeds, the event feed with its cursor) run per
+//! subscriber, as they did.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::{Data, Request, Response};
+use futures_util::{Stream, StreamExt};
+use sea_orm::DatabaseConnection;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::AbortHandle;
+
+use super::{AppSchema, Role, loaders};
+use crate::metrics::{GaugeGuard, Metrics};
+
+/// Root fields whose subscriptions can be shared: every message is the whole current state.
+const SHAREABLE_FIELDS: [&str; 2] = ["liveStream", "media"];
+
+/// Messages an execution keeps for subscribers that are a little behind.
+const CHANNEL_CAPACITY: usize = 16;
+
+/// One result of a subscription, serialised once for every subscriber that receives it.
+#[derive(Debug)]
+pub struct Frame {
+    /// Numbers the messages of one execution from 1; 0 for an unshared one.
+    seq: u64,
+    pub kind: FrameKind,
+}
+
+#[derive(Debug)]
+pub enum FrameKind {
+    /// A result: the serialised response and whether it had no error.
+    Next { response: String, ok: bool },
+    /// The operation could not start (no data, only errors): the response and its errors, serialised.
+    Failed { response: String, errors: String },
+    /// The subscription ended.
+    Complete,
+}
+
+impl Frame {
+    pub fn from_response(seq: u64, response: &Response) -> Self {
+        let kind = if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+            FrameKind::Failed {
+                response: to_json(response),
+                errors: to_json(&response.errors),
+            }
+        } else {
+            FrameKind::Next {
+                response: to_json(response),
+                ok: response.errors.is_empty(),
+            }
+        };
+        Self { seq, kind }
+    }
+
+    pub fn complete(seq: u64) -> Self {
+        Self {
+            seq,
+            kind: FrameKind::Complete,
+        }
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    // Responses and errors are maps of strings and values: serialising them cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+pub type Frames = Pin<Box<dyn Stream<Item = Arc<Frame>> + Send>>;
+
+/// What makes two subscriptions the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    role: Role,
+    query: String,
+    operation_name: Option<String>,
+    variables: String,
+}
+
+/// The running shared executions, by request. Cheap to clone; lives in application state.
+#[derive(Clone)]
+pub struct Fanout {
+    schema: AppSchema,
+    db: DatabaseConnection,
+    metrics: Metrics,
+    running: Arc<Mutex<Registry>>,
+}
+
+/// Shared executions by request. Entries of stopped executions are swept when the map has doubled since
+/// the last sweep, so finding and adding stay O(1) amortised.
+#[derive(Default)]
+struct Registry {
+    executions: HashMap<Key, Weak<Execution>>,
+    sweep_at: usize,
+}
+
+impl Registry {
+    fn insert(&mut self, key: Key, execution: &Arc<Execution>) {
+        if self.executions.len() >= self.sweep_at {
+            self.executions.retain(|_, e| e.strong_count() > 0);
+            self.sweep_at = (self.executions.len() * 2).max(64);
+        }
+        self.executions.insert(key, Arc::downgrade(execution));
+    }
+}
+
+impl Fanout {
+    pub fn new(schema: AppSchema, db: DatabaseConnection, metrics: Metrics) -> Self {
+        Self {
+            schema,
+            db,
+            metrics,
+            running: Arc::default(),
+        }
+    }
+
+    /// The subscription's messages from a shared execution, or the request back when it is not an entity
+    /// subscription (the caller runs it alone).
+    #[allow(clippy::result_large_err)]
+    pub fn subscribe(&self, request: Request, role: Role) -> Result<Frames, Request> {
+        let Ok(variables) = serde_json::to_string(&request.variables) else {
+            return Err(request);
+        };
+        let key = Key {
+            role,
+            query: request.query.clone(),
+            operation_name: request.operation_name.clone(),
+            variables,
+        };
+        let execution = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            match running.executions.get(&key).and_then(Weak::upgrade) {
+                Some(execution) if !execution.channel.ended() => execution,
+                _ => {
+                    if !shareable(&request) {
+                        return Err(request);
+                    }
+                    let execution = self.start(request, role);
+                    running.insert(key, &execution);
+                    execution
+                }
+            }
+        };
+        Ok(self.follow(execution))
+    }
+
+    fn start(&self, request: Request, role: Role) -> Arc<Execution> {
+        let mut data = Data::default();
+        data.insert(role);
+        data.insert(loaders::uncached(self.db.clone()));
+        let responses = self
+            .schema
+            .execute_stream_with_session_data(request, Arc::new(data));
+        let channel = Arc::new(Channel {
+            sender: broadcast::channel(CHANNEL_CAPACITY).0,
+            state: Mutex::default(),
+        });
+        let publishing = channel.clone();
+        let task = tokio::spawn(async move {
+            let mut responses = std::pin::pin!(responses);
+            while let Some(response) = responses.next().await {
+                publishing.publish(|seq| Frame::from_response(seq, &response));
+            }
+            publishing.publish(Frame::complete);
+        });
+        Arc::new(Execution {
+            channel,
+            task: task.abort_handle(),
+            _running: self.metrics.shared_execution_started(),
+        })
+    }
+
+    /// One subscriber's messages: the execution's last message, if any, then every later one.
+    fn follow(&self, execution: Arc<Execution>) -> Frames {
+        let channel = execution.channel.clone();
+        let (mut receiver, last) = channel.join();
+        let metrics = self.metrics.clone();
+        Box::pin(async_stream::stream! {
+            // The execution runs while a subscriber holds it.
+            let _execution = execution;
+            let mut seen = 0;
+            let mut next = last;
+            loop {
+                if let Some(frame) = next.take().filter(|frame| frame.seq > seen) {
+                    seen = frame.seq;
+                    let done = matches!(frame.kind, FrameKind::Complete);
+                    yield frame;
+                    if done {
+                        break;
+                    }
+                }
+                next = match receiver.recv().await {
+                    Ok(frame) => Some(frame),
+                    Err(RecvError::Lagged(_)) => {
+                        metrics.lagged();
+                        channel.last()
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+            }
+        })
+    }
+}
+
+/// Whether `request` selects exactly one shareable root field of a subscription.
+fn shareable(request: &Request) -> bool {
+    if !request.extensions.is_empty() {
+        return false;
+    }
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let operation = match (&document.operations, &request.operation_name) {
+        (DocumentOperations::Single(operation), _) => operation,
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            match operations.get(name.as_str()) {
+                Some(operation) => operation,
+                None => return false,
+            }
+        }
+        (DocumentOperations::Multiple(_), None) => return false,
+    };
+    let operation = &operation.node;
+    operation.ty == OperationType::Subscription
+        && matches!(
+            operation.selection_set.node.items.as_slice(),
+            [item] if matches!(&item.node, Selection::Field(field)
+                if SHAREABLE_FIELDS.contains(&field.node.name.node.as_str()))
+        )
+}
+
+/// A running shared execution; dropping the last handle stops it.
+struct Execution {
+    channel: Arc<Channel>,
+    task: AbortHandle,
+    _running: GaugeGuard,
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where an execution publishes its messages.
+struct Channel {
+    sender: broadcast::Sender<Arc<Frame>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    /// The last result (not the completion): the current state, for subscribers joining or behind.
+    last: Option<Arc<Frame>>,
+    /// The execution completed: new subscribers start a new one.
+    ended: bool,
+}
+
+impl Channel {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, frame: impl FnOnce(u64) -> Frame) {
+        let mut state = self.lock();
+        state.seq += 1;
+        let frame = Arc::new(frame(state.seq));
+        if let FrameKind::Complete = frame.kind {
+            state.ended = true;
+        } else {
+            state.last = Some(frame.clone());
+        }
+        let _ = self.sender.send(frame);
+    }
+
+    fn join(&self) -> (broadcast::Receiver<Arc<Frame>>, Option<Arc<Frame>>) {
+        let state = self.lock();
+        (self.sender.subscribe(), state.last.clone())
+    }
+
+    fn last(&self) -> Option<Arc<Frame>> {
+        self.lock().last.clone()
+    }
+
+    fn ended(&self) -> bool {
+        self.lock().ended
+    }
+}
