@@ -29,7 +29,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1
 pub struct AppState {
     /// Connection pool.
     pub db: DatabaseConnection,
-    /// Webhook intake (verification keys, the SQLite writer lock, the bus).
+    /// Webhook intake (verification keys, the group-commit writer, the bus).
     pub intake: Intake,
     /// Committed changes, for subscriptions.
     pub bus: Bus,
@@ -141,7 +141,7 @@ impl Application {
                 (Publisher::Relayed(inbox), Some(relay))
             }
         };
-        let intake = Intake::new(db.clone(), secrets, publisher);
+        let intake = Intake::new(db.clone(), secrets, publisher, metrics.clone());
         let schema = crate::graphql::schema(Some(crate::graphql::Shared {
             db: db.clone(),
             bus: bus.clone(),

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric of one server. Cheap to clone (a handle).
@@ -32,6 +32,10 @@ struct Inner {
     graphql_requests: IntCounterVec,
     /// Times the PostgreSQL relay lost its listener connection.
     relay_reconnects: IntCounter,
+    /// Deliveries per intake group commit.
+    intake_batch_size: Histogram,
+    /// Group commits that failed and were stored again one delivery at a time.
+    intake_batch_retries: IntCounter,
 }
 
 impl Default for Metrics {
@@ -97,6 +101,17 @@ impl Metrics {
             "relay_reconnects_total",
             "Times the PostgreSQL change relay lost its listener connection and reconnected",
         );
+        let intake_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "intake_batch_size",
+                "Webhook deliveries stored per intake transaction (group commit)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        );
+        let intake_batch_retries = IntCounter::new(
+            "intake_batch_retries_total",
+            "Intake group commits that failed and were stored again one delivery per transaction",
+        );
         let valid = "metric definitions are valid";
         Self(Arc::new(Inner {
             webhooks: register(&registry, webhooks.expect(valid)),
@@ -108,6 +123,8 @@ impl Metrics {
             shared_executions: register(&registry, shared_executions.expect(valid)),
             graphql_requests: register(&registry, graphql_requests.expect(valid)),
             relay_reconnects: register(&registry, relay_reconnects.expect(valid)),
+            intake_batch_size: register(&registry, intake_batch_size.expect(valid)),
+            intake_batch_retries: register(&registry, intake_batch_retries.expect(valid)),
             registry,
         }))
     }
@@ -125,6 +142,16 @@ impl Metrics {
 
     pub fn sql_statement(&self) {
         self.0.sql_statements.inc();
+    }
+
+    /// Counts one intake transaction of `size` deliveries.
+    pub fn intake_batch(&self, size: usize) {
+        self.0.intake_batch_size.observe(size as f64);
+    }
+
+    /// Counts a failed group commit whose deliveries are stored again one by one.
+    pub fn intake_batch_retry(&self) {
+        self.0.intake_batch_retries.inc();
     }
 
     pub fn relay_reconnect(&self) {

@@ -48,16 +48,21 @@ async fn load_playback_ids(
 }
 
 /// Replaces an owner's playback ids. A playback id is unique: if another owner had it, it moves.
+/// A new owner (`is_new`: its row did not exist) has no playback ids to delete, since they are only
+/// saved with their owner's row.
 async fn save_playback_ids(
     db: &impl ConnectionTrait,
     owner: Owner<'_>,
     list: &[Playback],
+    is_new: bool,
 ) -> Result<(), DbErr> {
     let (column, id) = owner.column();
-    playback_id::Entity::delete_many()
-        .filter(column.eq(id))
-        .exec(db)
-        .await?;
+    if !is_new {
+        playback_id::Entity::delete_many()
+            .filter(column.eq(id))
+            .exec(db)
+            .await?;
+    }
     for (position, playback) in list.iter().enumerate() {
         let row = playback_id::Model {
             id: playback.id.clone(),
@@ -121,7 +126,13 @@ pub async fn save_media(
         save_row(db, new.row.clone().into_active_model(), old.is_none()).await?;
     }
     if old.map(|o| &o.playback_ids) != Some(&new.playback_ids) {
-        save_playback_ids(db, Owner::Media(&new.row.id), &new.playback_ids).await?;
+        save_playback_ids(
+            db,
+            Owner::Media(&new.row.id),
+            &new.playback_ids,
+            old.is_none(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -143,7 +154,13 @@ pub async fn save_live(
         save_row(db, new.row.clone().into_active_model(), old.is_none()).await?;
     }
     if old.map(|o| &o.playback_ids) != Some(&new.playback_ids) {
-        save_playback_ids(db, Owner::LiveStream(&new.row.id), &new.playback_ids).await?;
+        save_playback_ids(
+            db,
+            Owner::LiveStream(&new.row.id),
+            &new.playback_ids,
+            old.is_none(),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! The event log (`webhook_event`).
 
-use entity::webhook_event;
+use entity::{log_position, webhook_event};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::{NotSet, Set},
@@ -37,25 +37,36 @@ pub async fn insert(
     }
 }
 
-/// Gives the stored event its cursor position: the next number of the one-row counter. The counter row
-/// stays locked until the transaction ends, so positions are gapless and in commit order (see the
-/// migration `m20261127_000002_add_log_position`). Call it last, just before the commit.
-pub async fn assign_position(db: &impl ConnectionTrait, seq: i64) -> Result<i64, DbErr> {
-    let backend = db.get_database_backend();
-    let row = db
-        .query_one_raw(Statement::from_string(
-            backend,
-            "UPDATE log_position SET last = last + 1 WHERE id = 1 RETURNING last",
-        ))
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?;
-    let position: i64 = row.try_get("", "last")?;
+/// Gives the events stored in this transaction (`seqs`, in the order they were stored) their cursor
+/// positions: the next numbers of the one-row counter, in that order, with one increment of the counter.
+/// Returns the first position. The counter row stays locked until the transaction ends, so positions are
+/// gapless and in commit order (see the migration `m20261127_000002_add_log_position`). Call it last, just
+/// before the commit.
+pub async fn assign_positions(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<i64, DbErr> {
+    use log_position::Column as C;
+    let count = i64::try_from(seqs.len()).expect("a batch fits in i64");
+    let counter = log_position::Entity::update_many()
+        .col_expr(C::Last, Expr::col(C::Last).add(count))
+        .filter(C::Id.eq(1))
+        .exec_with_returning(db)
+        .await?;
+    let last = counter
+        .first()
+        .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?
+        .last;
+    let first = last - count + 1;
+    let positions = seqs
+        .iter()
+        .zip(first..)
+        .fold(CaseStatement::new(), |case, (&seq, position)| {
+            case.case(webhook_event::Column::Seq.eq(seq), position)
+        });
     webhook_event::Entity::update_many()
-        .col_expr(webhook_event::Column::Position, position.into())
-        .filter(webhook_event::Column::Seq.eq(seq))
+        .col_expr(webhook_event::Column::Position, positions.into())
+        .filter(webhook_event::Column::Seq.is_in(seqs.iter().copied()))
         .exec(db)
         .await?;
-    Ok(position)
+    Ok(first)
 }
 
 /// Tells every instance listening (PostgreSQL `LISTEN`) that the event at `position` is committed: the

@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 /// intake transaction and released at its end: two instances applying events for the same entity at once
 /// run one after the other, so the second sees the first's row and its event, and no update is lost.
 /// An advisory lock rather than `SELECT … FOR UPDATE` because the row may not exist yet.
-/// SQLite has a single writer; the intake serialises its transactions instead (see `webhook::Intake`).
+/// SQLite has a single writer; intake runs its transactions one at a time instead (see `webhook::writer`).
 pub async fn lock_entity(db: &impl ConnectionTrait, kind: &str, id: &str) -> Result<(), DbErr> {
     if db.get_database_backend() != DbBackend::Postgres {
         return Ok(());

@@ -1,4 +1,7 @@
-//! Webhook intake (SPEC §3): verify → parse → store and apply in one transaction → publish.
+//! Webhook intake (SPEC §3): verify → parse → store and apply in a transaction → publish → answer.
+//!
+//! Storing goes through one writer task per instance, which commits the deliveries waiting at the same
+//! time in one transaction (group commit; see [`writer`]).
 //!
 //! Provider facts (envelope variants, signature scheme, id formats) are in `fastpix-webhooks.md`.
 
@@ -11,18 +14,17 @@ pub mod media;
 pub mod simulcast;
 pub mod time;
 pub mod verify;
+pub mod writer;
 
-use std::sync::Arc;
+use sea_orm::{DatabaseConnection, DbErr};
 
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, TransactionTrait};
-use tokio::sync::Mutex;
-
-use crate::events::{Change, Publisher};
-use crate::store::events as log;
+use crate::events::Publisher;
+use crate::metrics::Metrics;
 use entity::webhook_event;
 use envelope::{Body, Envelope, classify};
 use event::{Event, OrderKey, Resolution, resolve};
 pub use verify::Secrets;
+use writer::{Delivery, Writer};
 
 /// Why an event that changed nothing is `stale`.
 const STALE_REASON: &str =
@@ -93,22 +95,27 @@ pub struct Intake {
     pub db: DatabaseConnection,
     /// Signing keys; empty accepts unsigned deliveries (loopback development only, enforced at start).
     pub secrets: Secrets,
-    /// SQLite allows one writer: intake transactions take this lock so they queue here instead of failing
-    /// with `SQLITE_BUSY`. `None` on PostgreSQL, where per-entity advisory locks serialise writers.
-    serial: Option<Arc<Mutex<()>>>,
     /// Where committed changes go.
     pub publisher: Publisher,
+    /// The group-commit writer task that stores deliveries (and is SQLite's single writer).
+    writer: Writer,
 }
 
 impl Intake {
-    pub fn new(db: DatabaseConnection, secrets: Secrets, publisher: Publisher) -> Self {
-        let serial =
-            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
+    /// Starts the writer task, so it must run inside a tokio runtime. The task stops when the last clone
+    /// of this `Intake` is dropped.
+    pub fn new(
+        db: DatabaseConnection,
+        secrets: Secrets,
+        publisher: Publisher,
+        metrics: Metrics,
+    ) -> Self {
+        let writer = Writer::spawn(db.clone(), publisher.clone(), metrics);
         Self {
             db,
             secrets,
-            serial,
             publisher,
+            writer,
         }
     }
 
@@ -143,11 +150,10 @@ impl Intake {
 
     async fn store(&self, envelope: Envelope, raw: &str) -> Result<Reply, IngestError> {
         let received_at_ns = time::now_ns();
-        let resolution = resolve(&envelope);
-        let (entity, mut outcome, reason) = match &resolution {
+        let (entity, outcome, reason) = match resolve(&envelope) {
             Resolution::Entity(entity) => (Some(entity), Outcome::Applied, None),
             Resolution::Unknown => (None, Outcome::Ignored, None),
-            Resolution::Unusable(reason) => (None, Outcome::Rejected, Some(reason.as_str())),
+            Resolution::Unusable(reason) => (None, Outcome::Rejected, Some(reason)),
         };
         let event = Event {
             key: OrderKey {
@@ -156,53 +162,29 @@ impl Intake {
             },
             envelope,
         };
-        let _writer = match &self.serial {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        let txn = self.db.begin().await?;
-        let mut row = webhook_event::Model {
+        let row = webhook_event::Model {
             seq: 0,
             position: None,
             event_id: event.envelope.id.clone(),
             event_type: event.envelope.event_type.clone(),
             object_type: event.envelope.object_type.clone(),
             object_id: event.envelope.object_id.clone(),
-            entity_kind: entity.map(|e| e.kind().to_owned()),
-            entity_id: entity.map(|e| e.id().to_owned()),
-            parent_id: entity.and_then(|e| e.parent()).map(str::to_owned),
+            entity_kind: entity.as_ref().map(|e| e.kind().to_owned()),
+            entity_id: entity.as_ref().map(|e| e.id().to_owned()),
+            parent_id: entity.as_ref().and_then(|e| e.parent()).map(str::to_owned),
             occurred_at_ns: event.envelope.occurred_at_ns,
             order_ns: event.key.ns,
             received_at_ns,
             outcome: outcome.as_str().to_owned(),
-            reason: reason.map(str::to_owned),
+            reason,
             payload: raw.to_owned(),
         };
-        let Some(seq) = log::insert(&txn, &row).await? else {
-            return Ok(Reply::Duplicate);
+        let delivery = Delivery {
+            row,
+            outcome,
+            event,
+            entity,
         };
-        row.seq = seq;
-        let mut changes = Vec::new();
-        if let Some(entity) = entity {
-            let applied = apply::apply(&txn, entity, &event, apply::Locking::PerEntity).await?;
-            if !applied.primary_changed {
-                outcome = Outcome::Stale;
-                row.outcome = outcome.as_str().to_owned();
-                row.reason = Some(STALE_REASON.to_owned());
-                log::set_outcome(&txn, seq, &row.outcome, row.reason.as_deref()).await?;
-            }
-            changes = applied.changes;
-        }
-        let position = log::assign_position(&txn, seq).await?;
-        row.position = Some(position);
-        if let Publisher::Relayed(_) = self.publisher {
-            log::notify(&txn, position).await?;
-        }
-        txn.commit().await?;
-        // Published before the SQLite writer lock is released, so changes reach the bus in position order
-        // (on PostgreSQL the relay orders them).
-        self.publisher.publish(Change::new(row, changes));
-        drop(_writer);
-        Ok(Reply::Stored(outcome))
+        Ok(self.writer.store(delivery).await?)
     }
 }

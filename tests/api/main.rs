@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod failure;
 mod fanout;
+mod group_commit;
 mod intake;
 mod operations;
 mod ordering;

@@ -1,0 +1,277 @@
+//! The intake writer: group commit.
+//!
+//! Every verified delivery of an instance goes to one writer task over a channel. The writer takes the
+//! first waiting delivery and whatever else is already queued (at most [`MAX_BATCH`]; it never waits for
+//! more, so under light load a batch is one delivery and latency does not grow), and stores the whole
+//! batch in one transaction:
+//!
+//! 1. for each delivery, in arrival order: insert its event (a duplicate of an event stored earlier, also
+//!    earlier in the same batch, comes out `duplicate`), apply it to its entity, record a `stale` outcome;
+//! 2. give the stored events their positions: one counter increment by their number, in arrival order;
+//! 3. on PostgreSQL, one `NOTIFY` with the batch's last position;
+//! 4. commit; then publish every change in position order; then answer every delivery.
+//!
+//! Why this is the same as one transaction per delivery, run in arrival order:
+//!
+//! - Each step sees the writes of the steps before it in the same transaction, exactly as it would see
+//!   them committed, so outcomes and entity rows are those of the sequential run.
+//! - Positions stay gapless and in commit order: the counter is incremented by exactly the number of
+//!   stored events, last, and its row stays locked until the commit (see `store::events`), so a later
+//!   batch, from this instance or another, numbers after it.
+//! - Every delivery is answered after the commit that holds it (SPEC: an authentic event is stored before
+//!   it is acknowledged), and a change is published after its commit, in position order.
+//! - One notification per batch is enough: the relay publishes every position between the last it
+//!   published and the notified one, from its inbox or the event log (`events::relay`).
+//!
+//! If anything in a batch fails (a database error, a PostgreSQL deadlock between instances whose batches
+//! lock the same entities in another order, a duplicate event id racing another instance), the
+//! transaction rolls back and each delivery of the batch is stored again in a transaction of its own. So a
+//! failing delivery fails alone, with nothing of it stored, and answers 503 as before; the others are
+//! stored.
+//!
+//! On SQLite the writer is also the single writer SQLite allows: intake transactions run one after the
+//! other here instead of failing with `SQLITE_BUSY`.
+
+use entity::webhook_event;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+
+use super::apply::{self, Changed, Locking};
+use super::event::{EntityRef, Event};
+use super::{Outcome, Reply, STALE_REASON};
+use crate::events::{Change, Publisher};
+use crate::metrics::Metrics;
+use crate::store::events as log;
+
+/// The most deliveries one transaction holds.
+pub const MAX_BATCH: usize = 128;
+
+/// How many deliveries may wait for the writer; beyond that, senders wait for room.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// How many times a delivery's own transaction is tried when PostgreSQL keeps aborting it to break
+/// deadlocks.
+const DEADLOCK_ATTEMPTS: u32 = 5;
+
+/// A verified, parsed delivery, ready to store.
+pub struct Delivery {
+    /// The event row to insert (`seq` and `position` are assigned by the database and the writer).
+    pub row: webhook_event::Model,
+    /// The outcome unless applying finds the event stale.
+    pub outcome: Outcome,
+    pub event: Event,
+    /// The entity the event is about, when it resolved to one.
+    pub entity: Option<EntityRef>,
+}
+
+/// The handle deliveries are sent through. Cheap to clone; the writer task stops once every handle is
+/// dropped (when the server shuts down) and the queue is empty.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<(Delivery, oneshot::Sender<Result<Reply, DbErr>>)>,
+}
+
+impl Writer {
+    /// Starts the writer task (on the current tokio runtime).
+    pub fn spawn(db: DatabaseConnection, publisher: Publisher, metrics: Metrics) -> Self {
+        let (queue, deliveries) = mpsc::channel(QUEUE);
+        let writer = GroupCommit {
+            db,
+            publisher,
+            metrics,
+        };
+        tokio::spawn(writer.run(deliveries));
+        Self { queue }
+    }
+
+    /// Stores a delivery; answers once it is committed (or failed).
+    pub async fn store(&self, delivery: Delivery) -> Result<Reply, DbErr> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || DbErr::Custom("the intake writer has stopped".into());
+        self.queue
+            .send((delivery, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+type Queued = (Delivery, oneshot::Sender<Result<Reply, DbErr>>);
+
+/// A stored event, before publishing.
+struct Stored {
+    outcome: Outcome,
+    row: webhook_event::Model,
+    changes: Vec<Changed>,
+}
+
+struct GroupCommit {
+    db: DatabaseConnection,
+    publisher: Publisher,
+    metrics: Metrics,
+}
+
+impl GroupCommit {
+    async fn run(self, mut deliveries: mpsc::Receiver<Queued>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while deliveries.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.write(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    /// Stores a batch in one transaction, or, if that fails, each delivery in a transaction of its own.
+    async fn write(&self, batch: Vec<Queued>) {
+        let (deliveries, replies): (Vec<Delivery>, Vec<_>) = batch.into_iter().unzip();
+        if deliveries.len() > 1 {
+            self.metrics.intake_batch(deliveries.len());
+            match self.commit(&deliveries).await {
+                Ok(stored) => return self.finish(stored, replies),
+                Err(error) => {
+                    self.metrics.intake_batch_retry();
+                    tracing::debug!(
+                        %error,
+                        size = deliveries.len(),
+                        "group commit failed; storing its deliveries one by one"
+                    );
+                }
+            }
+        }
+        for (delivery, reply) in deliveries.iter().zip(replies) {
+            match self.commit_alone(delivery).await {
+                Ok(stored) => self.finish(stored, vec![reply]),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    /// Stores one delivery in a transaction of its own, again when PostgreSQL aborted it to break a
+    /// deadlock with another instance's transaction.
+    async fn commit_alone(&self, delivery: &Delivery) -> Result<Vec<Option<Stored>>, DbErr> {
+        let mut attempts = 1;
+        loop {
+            self.metrics.intake_batch(1);
+            match self.commit(std::slice::from_ref(delivery)).await {
+                Err(error) if is_deadlock(&error) && attempts < DEADLOCK_ATTEMPTS => {
+                    tracing::debug!(%error, attempts, "intake transaction aborted by a deadlock; trying again");
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// After the commit: publishes the changes in position order, then answers the deliveries.
+    fn finish(
+        &self,
+        stored: Vec<Option<Stored>>,
+        replies: Vec<oneshot::Sender<Result<Reply, DbErr>>>,
+    ) {
+        let answers: Vec<Reply> = stored
+            .into_iter()
+            .map(|stored| match stored {
+                Some(Stored {
+                    outcome,
+                    row,
+                    changes,
+                }) => {
+                    self.publisher.publish(Change::new(row, changes));
+                    Reply::Stored(outcome)
+                }
+                None => Reply::Duplicate,
+            })
+            .collect();
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // The sender may be gone (the client hung up); its event is stored all the same.
+            let _ = reply.send(Ok(answer));
+        }
+    }
+
+    /// Stores `deliveries` in one transaction and commits it; on error, rolls it back.
+    /// `None` stands for a duplicate.
+    async fn commit(&self, deliveries: &[Delivery]) -> Result<Vec<Option<Stored>>, DbErr> {
+        let txn = self.db.begin().await?;
+        match self.store_all(&txn, deliveries).await {
+            Ok(stored) => {
+                txn.commit().await?;
+                Ok(stored)
+            }
+            Err(error) => {
+                // Rolled back now, not when the connection is next used, so the retry does not wait on
+                // this transaction's locks.
+                let _ = txn.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn store_all(
+        &self,
+        txn: &DatabaseTransaction,
+        deliveries: &[Delivery],
+    ) -> Result<Vec<Option<Stored>>, DbErr> {
+        let mut stored = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            stored.push(store_one(txn, delivery).await?);
+        }
+        let seqs: Vec<i64> = stored.iter().flatten().map(|s| s.row.seq).collect();
+        if seqs.is_empty() {
+            return Ok(stored);
+        }
+        // Last: the counter row stays locked from here to the commit.
+        let first = log::assign_positions(txn, &seqs).await?;
+        let mut position = first;
+        for row in stored.iter_mut().flatten().map(|s| &mut s.row) {
+            row.position = Some(position);
+            position += 1;
+        }
+        if let Publisher::Relayed(_) = self.publisher {
+            log::notify(txn, position - 1).await?;
+        }
+        Ok(stored)
+    }
+}
+
+/// Inserts one event and applies it; `None` when its id is already stored.
+async fn store_one(
+    txn: &DatabaseTransaction,
+    delivery: &Delivery,
+) -> Result<Option<Stored>, DbErr> {
+    let mut row = delivery.row.clone();
+    let Some(seq) = log::insert(txn, &row).await? else {
+        return Ok(None);
+    };
+    row.seq = seq;
+    let mut outcome = delivery.outcome;
+    let mut changes = Vec::new();
+    if let Some(entity) = &delivery.entity {
+        let applied = apply::apply(txn, entity, &delivery.event, Locking::PerEntity).await?;
+        if !applied.primary_changed {
+            outcome = Outcome::Stale;
+            row.outcome = outcome.as_str().to_owned();
+            row.reason = Some(STALE_REASON.to_owned());
+            log::set_outcome(txn, seq, &row.outcome, row.reason.as_deref()).await?;
+        }
+        changes = applied.changes;
+    }
+    Ok(Some(Stored {
+        outcome,
+        row,
+        changes,
+    }))
+}
+
+/// Whether PostgreSQL aborted the transaction to break a deadlock (or a serialisation conflict), so that
+/// trying it again may succeed.
+fn is_deadlock(error: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error))) =
+        error
+    else {
+        return false;
+    };
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .is_some_and(|code| matches!(&*code, "40P01" | "40001"))
+}

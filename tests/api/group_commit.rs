@@ -1,0 +1,231 @@
+//! Group commit (issue 6): deliveries that arrive together share one intake transaction. Each one is
+//! still stored exactly once, applied as in arrival order, answered after its commit, and numbered without
+//! gaps; and a delivery that fails makes only its own answer fail.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use entity::webhook_event;
+use futures_util::StreamExt;
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryOrder, TransactionTrait};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::ordering::{in_order_events, renamed, rows_of_case};
+
+/// The stored events as (event id, outcome, position), in position order.
+async fn stored_events(app: &TestApp) -> Vec<(String, String, Option<i64>)> {
+    webhook_event::Entity::find()
+        .order_by_asc(webhook_event::Column::Position)
+        .all(&app.db)
+        .await
+        .expect("event rows")
+        .into_iter()
+        .map(|row| (row.event_id, row.outcome, row.position))
+        .collect()
+}
+
+/// Asserts that the stored positions are exactly 1..=n.
+fn assert_gapless(stored: &[(String, String, Option<i64>)]) {
+    let positions: Vec<Option<i64>> = stored.iter().map(|(_, _, p)| *p).collect();
+    let expected: Vec<Option<i64>> = (1..=stored.len() as i64).map(Some).collect();
+    assert_eq!(positions, expected, "positions are 1..=n without gaps");
+}
+
+fn event_id(body: &[u8]) -> String {
+    let event: Value = serde_json::from_slice(body).unwrap();
+    event["id"].as_str().unwrap().to_owned()
+}
+
+/// A fixed pseudo-random permutation of `items`.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ seed;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_are_stored_once_in_gapless_positions_with_the_in_order_rows() {
+    const CASES: usize = 6;
+    const DUPLICATES: usize = 50;
+    let app = spawn_app().await;
+    let events = in_order_events();
+    for body in renamed(&events, 0) {
+        assert_eq!(app.deliver(&body).await.0, 200);
+    }
+    let expected = rows_of_case(&app.entity_rows().await, 0);
+
+    // Every event of cases 1..=CASES once, shuffled (so each entity's events arrive out of order), with
+    // a duplicate of some right behind the original, so that both are in flight at the same time.
+    let mut distinct: Vec<Vec<u8>> = (1..=CASES).flat_map(|c| renamed(&events, c)).collect();
+    shuffle(&mut distinct, 6);
+    let mut bodies = Vec::new();
+    for (k, body) in distinct.iter().enumerate() {
+        bodies.push(body.clone());
+        if k % 3 == 0 && k / 3 < DUPLICATES {
+            bodies.push(body.clone());
+        }
+    }
+    assert_eq!(bodies.len(), distinct.len() + DUPLICATES);
+    assert_eq!(bodies.len(), 200);
+
+    let answers: Vec<(String, u16, String)> = futures_util::stream::iter(&bodies)
+        .map(|body| async {
+            let (code, status) = app.deliver(body).await;
+            (event_id(body), code, status)
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+
+    // One answer per event says what was stored; every other one says `duplicate`.
+    let mut answered: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, code, status) in answers {
+        assert_eq!(code, 200, "{id}: {status}");
+        answered.entry(id).or_default().push(status);
+    }
+    assert_eq!(answered.len(), distinct.len());
+    let stored = stored_events(&app).await;
+    assert_eq!(
+        stored.len(),
+        events.len() + distinct.len(),
+        "each event stored once"
+    );
+    assert_gapless(&stored);
+    let outcomes: BTreeMap<&str, &str> = stored
+        .iter()
+        .map(|(id, outcome, _)| (id.as_str(), outcome.as_str()))
+        .collect();
+    for (id, statuses) in &answered {
+        let (duplicates, stores): (Vec<&String>, Vec<&String>) =
+            statuses.iter().partition(|s| *s == "duplicate");
+        assert_eq!(stores.len(), 1, "{id}: {statuses:?}");
+        assert_eq!(
+            Some(stores[0].as_str()),
+            outcomes.get(id.as_str()).copied(),
+            "{id}: the answer is the stored outcome"
+        );
+        assert!(["applied", "stale"].contains(&stores[0].as_str()), "{id}");
+        assert_eq!(duplicates.len(), statuses.len() - 1);
+    }
+
+    let rows = app.entity_rows().await;
+    for case in 1..=CASES {
+        assert_eq!(rows_of_case(&rows, case), expected, "case {case}");
+    }
+    let transactions = app
+        .metric("fastpix_sync_intake_batch_size_count", &[])
+        .await;
+    assert!(
+        transactions < (events.len() + bodies.len()) as f64,
+        "some transactions held several deliveries ({transactions} transactions)"
+    );
+    assert_eq!(
+        app.metric("fastpix_sync_intake_batch_retries_total", &[])
+            .await,
+        0.0,
+        "no group commit failed"
+    );
+}
+
+/// A `video.media.created` about media `n`, with ids of its own.
+fn media_created(n: usize) -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(&fixture("video.media.created")).unwrap();
+    let media = format!("group-media-{n}");
+    event["id"] = json!(format!("group-event-{n}"));
+    event["object"]["id"] = json!(media);
+    event["data"]["id"] = json!(media);
+    event["data"]["playbackIds"][0]["id"] = json!(format!("group-playback-{n}"));
+    serde_json::to_vec(&event).unwrap()
+}
+
+const POISON: &str = "group-media-0";
+
+/// Makes the insert of media `POISON` fail inside the intake transaction (after its event row was
+/// inserted, and after other deliveries of the same transaction were applied).
+async fn refuse_poison(app: &TestApp) {
+    let statements = match app.test_db.backend() {
+        DbBackend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN IF NEW.id = '{POISON}' THEN RAISE EXCEPTION 'simulated failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            ),
+            "CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON media FOR EACH ROW EXECUTE FUNCTION refuse_poison()".to_owned(),
+        ],
+        _ => vec![format!(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON media WHEN NEW.id = '{POISON}' BEGIN SELECT RAISE(ABORT, 'simulated failure'); END"
+        )],
+    };
+    for statement in &statements {
+        app.db.execute_unprepared(statement).await.expect(statement);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_delivery_in_a_concurrent_burst_fails_alone() {
+    const GOOD: usize = 30;
+    let app = spawn_app().await;
+    refuse_poison(&app).await;
+
+    // Hold the position counter (on SQLite: the write lock), so that the writer's first transaction
+    // waits and the burst, the poisoned delivery included, queues up behind it into one batch.
+    let hold = app.db.begin().await.unwrap();
+    hold.execute_unprepared("UPDATE log_position SET last = last WHERE id = 1")
+        .await
+        .unwrap();
+    let good: Vec<Vec<u8>> = (1..=GOOD).map(media_created).collect();
+    let poison = media_created(0);
+    let goods = futures_util::future::join_all(good.iter().map(|body| app.deliver(body)));
+    let poisoned = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.post_webhook(
+            poison.clone(),
+            Some(fastpix_sync::webhook::verify::sign(SECRET, &poison)),
+        )
+        .await
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        hold.commit().await.unwrap();
+    };
+    let (answers, poisoned, ()) = tokio::join!(goods, poisoned, release);
+
+    assert_eq!(poisoned.status(), 503);
+    assert!(poisoned.headers().contains_key("retry-after"));
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer, &(200, "applied".to_owned()), "delivery {}", n + 1);
+    }
+    assert!(
+        app.metric("fastpix_sync_intake_batch_retries_total", &[])
+            .await
+            >= 1.0,
+        "the poisoned delivery was in a group commit"
+    );
+    let stored = stored_events(&app).await;
+    assert_eq!(
+        stored.len(),
+        GOOD,
+        "nothing of the failed delivery is stored"
+    );
+    assert!(stored.iter().all(|(id, _, _)| id != "group-event-0"));
+    assert_gapless(&stored);
+    assert_eq!(app.count("media").await, GOOD as i64);
+    assert_eq!(app.count("playback_id").await, GOOD as i64);
+
+    // FastPix retries it once the failure is gone.
+    app.db
+        .execute_unprepared("DROP TRIGGER refuse_poison ON media")
+        .await
+        .or(app
+            .db
+            .execute_unprepared("DROP TRIGGER refuse_poison")
+            .await)
+        .expect("dropping the trigger");
+    assert_eq!(app.deliver(&poison).await, (200, "applied".to_owned()));
+    let stored = stored_events(&app).await;
+    assert_eq!(stored.len(), GOOD + 1);
+    assert_gapless(&stored);
+}
