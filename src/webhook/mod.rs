@@ -16,7 +16,7 @@ pub mod time;
 pub mod verify;
 pub mod writer;
 
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 
 use crate::events::Publisher;
 use crate::metrics::Metrics;
@@ -110,7 +110,11 @@ impl Intake {
         publisher: Publisher,
         metrics: Metrics,
     ) -> Self {
-        let writer = Writer::spawn(db.clone(), publisher.clone(), metrics);
+        let writers = match db.get_database_backend() {
+            DbBackend::Postgres => writer::POSTGRES_WRITERS,
+            _ => 1,
+        };
+        let writer = Writer::spawn(db.clone(), publisher.clone(), metrics, writers);
         Self {
             db,
             secrets,

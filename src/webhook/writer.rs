@@ -31,6 +31,14 @@
 //!
 //! On SQLite the writer is also the single writer SQLite allows: intake transactions run one after the
 //! other here instead of failing with `SQLITE_BUSY`.
+//!
+//! On PostgreSQL, where one writer would spend most of its time waiting for round trips, an instance runs
+//! [`POSTGRES_WRITERS`] of them, and each delivery goes to the writer its entity hashes to (a simulcast
+//! target with its stream, whose lock it takes first). So the deliveries of one entity still queue in
+//! arrival order in one writer, and two writers of an instance never take the same entity locks: their
+//! batches meet only at the position counter, which each takes last. Batches of different instances may
+//! still lock the same entities in another order; PostgreSQL then aborts one, and it is stored again as
+//! above.
 
 use entity::webhook_event;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait};
@@ -46,7 +54,10 @@ use crate::store::events as log;
 /// The most deliveries one transaction holds.
 pub const MAX_BATCH: usize = 128;
 
-/// How many deliveries may wait for the writer; beyond that, senders wait for room.
+/// Writers of an instance on PostgreSQL.
+pub const POSTGRES_WRITERS: usize = 4;
+
+/// How many deliveries may wait for a writer; beyond that, senders wait for room.
 const QUEUE: usize = 4 * MAX_BATCH;
 
 /// How many times a delivery's own transaction is tried when PostgreSQL keeps aborting it to break
@@ -64,31 +75,52 @@ pub struct Delivery {
     pub entity: Option<EntityRef>,
 }
 
-/// The handle deliveries are sent through. Cheap to clone; the writer task stops once every handle is
-/// dropped (when the server shuts down) and the queue is empty.
+/// The handle deliveries are sent through. Cheap to clone; the writer tasks stop once every handle is
+/// dropped (when the server shuts down) and their queues are empty.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::Sender<(Delivery, oneshot::Sender<Result<Reply, DbErr>>)>,
+    queues: Vec<mpsc::Sender<Queued>>,
 }
 
 impl Writer {
-    /// Starts the writer task (on the current tokio runtime).
-    pub fn spawn(db: DatabaseConnection, publisher: Publisher, metrics: Metrics) -> Self {
-        let (queue, deliveries) = mpsc::channel(QUEUE);
-        let writer = GroupCommit {
-            db,
-            publisher,
-            metrics,
+    /// Starts `writers` writer tasks (at least one; on the current tokio runtime).
+    pub fn spawn(
+        db: DatabaseConnection,
+        publisher: Publisher,
+        metrics: Metrics,
+        writers: usize,
+    ) -> Self {
+        let queues = (0..writers.max(1))
+            .map(|_| {
+                let (queue, deliveries) = mpsc::channel(QUEUE);
+                let writer = GroupCommit {
+                    db: db.clone(),
+                    publisher: publisher.clone(),
+                    metrics: metrics.clone(),
+                };
+                tokio::spawn(writer.run(deliveries));
+                queue
+            })
+            .collect();
+        Self { queues }
+    }
+
+    /// The writer of `delivery`: the one its entity (a target's stream) hashes to.
+    fn queue_of(&self, delivery: &Delivery) -> &mpsc::Sender<Queued> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let key = match &delivery.entity {
+            Some(entity) => entity.parent().unwrap_or(entity.id()),
+            None => delivery.row.event_id.as_str(),
         };
-        tokio::spawn(writer.run(deliveries));
-        Self { queue }
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        &self.queues[(hash % self.queues.len() as u64) as usize]
     }
 
     /// Stores a delivery; answers once it is committed (or failed).
     pub async fn store(&self, delivery: Delivery) -> Result<Reply, DbErr> {
         let (reply, answer) = oneshot::channel();
         let stopped = || DbErr::Custom("the intake writer has stopped".into());
-        self.queue
+        self.queue_of(&delivery)
             .send((delivery, reply))
             .await
             .map_err(|_| stopped())?;
