@@ -2,7 +2,7 @@
 //!
 //! A player page asks for the media of a playback id, and thousands of viewers ask for the same few. The
 //! answer (the media row and its playback ids) is kept here after the first read and forgotten as soon as
-//! any media changes: intake hands each committed change to [`PlaybackCache::observe`] before it answers
+//! any media or live stream changes: intake hands each committed change to [`PlaybackCache::observe`] before it answers
 //! the webhook, so a query sent after a webhook's acknowledgement never sees the state before it.
 //!
 //! A read that raced a change must not store what it read: it takes the cache's generation before reading
@@ -29,7 +29,7 @@ pub struct PlaybackCache(Arc<Mutex<Inner>>);
 
 #[derive(Default)]
 struct Inner {
-    /// Bumped by every change that moves a media.
+    /// Bumped by every change that moves a media or a live stream.
     generation: u64,
     entries: HashMap<String, Snapshot<media::Model>>,
 }
@@ -61,9 +61,12 @@ impl PlaybackCache {
         inner.entries.insert(playback_id.to_owned(), media);
     }
 
-    /// Forgets every answer when `change` moved a media. Call it after the commit, before answering.
+    /// Forgets every answer when `change` moved a media or a live stream (a playback id may have moved
+    /// from a media to a stream). Call it after the commit, before answering.
     pub fn observe(&self, change: &Change) {
-        if change.moved.iter().any(|m| matches!(m, Moved::Media(_))) {
+        let moves_playback =
+            |moved: &Moved| matches!(moved, Moved::Media(_) | Moved::LiveStream(_));
+        if change.moved.iter().any(moves_playback) {
             let mut inner = self.lock();
             inner.generation += 1;
             inner.entries.clear();

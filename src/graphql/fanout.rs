@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
+};
 use async_graphql::{Data, Request, Response};
 use futures_util::{Stream, StreamExt};
 use sea_orm::DatabaseConnection;
@@ -31,6 +33,11 @@ use crate::metrics::{GaugeGuard, Metrics};
 
 /// Root fields whose subscriptions can be shared: every message is the whole current state.
 const SHAREABLE_FIELDS: [&str; 2] = ["liveStream", "media"];
+
+/// Nested fields whose changes do not make the entity send a message (a media's stream, a stream's
+/// recordings, an entity's event log). A shared execution's last message could show them stale to a
+/// subscriber joining later, so subscriptions that select them run alone and read them fresh.
+const UNFOLLOWED_FIELDS: [&str; 3] = ["liveStream", "recordings", "webhookEvents"];
 
 /// Messages an execution keeps for subscribers that are a little behind.
 const CHANNEL_CAPACITY: usize = 16;
@@ -131,9 +138,12 @@ impl Fanout {
     }
 
     /// The subscription's messages from a shared execution, or the request back when it is not an entity
-    /// subscription (the caller runs it alone).
+    /// subscription whose every field is followed (the caller runs it alone).
     #[allow(clippy::result_large_err)]
     pub fn subscribe(&self, request: Request, role: Role) -> Result<Frames, Request> {
+        if !request.extensions.is_empty() {
+            return Err(request);
+        }
         let Ok(variables) = serde_json::to_string(&request.variables) else {
             return Err(request);
         };
@@ -143,14 +153,17 @@ impl Fanout {
             operation_name: request.operation_name.clone(),
             variables,
         };
+        // A key in the registry was found shareable when its first execution started; a new one is parsed
+        // here, outside the lock.
+        let known = self.registry().executions.contains_key(&key);
+        if !known && !shareable(&request) {
+            return Err(request);
+        }
         let execution = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let mut running = self.registry();
             match running.executions.get(&key).and_then(Weak::upgrade) {
                 Some(execution) if !execution.channel.ended() => execution,
                 _ => {
-                    if !shareable(&request) {
-                        return Err(request);
-                    }
                     let execution = self.start(request, role);
                     running.insert(key, &execution);
                     execution
@@ -158,6 +171,10 @@ impl Fanout {
             }
         };
         Ok(self.follow(execution))
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn start(&self, request: Request, role: Role) -> Arc<Execution> {
@@ -171,13 +188,15 @@ impl Fanout {
             sender: broadcast::channel(CHANNEL_CAPACITY).0,
             state: Mutex::default(),
         });
-        let publishing = channel.clone();
+        let publishing = Completes(channel.clone());
         let task = tokio::spawn(async move {
             let mut responses = std::pin::pin!(responses);
             while let Some(response) = responses.next().await {
-                publishing.publish(|seq| Frame::from_response(seq, &response));
+                publishing
+                    .0
+                    .publish(|seq| Frame::from_response(seq, &response));
             }
-            publishing.publish(Frame::complete);
+            // `publishing` completes the execution as it drops: here, or if a resolver panicked.
         });
         Arc::new(Execution {
             channel,
@@ -186,16 +205,22 @@ impl Fanout {
         })
     }
 
-    /// One subscriber's messages: the execution's last message, if any, then every later one.
+    /// One subscriber's messages: the execution's last message, if any, then every later one; when the
+    /// execution completed before the subscriber joined, its last message and the completion.
     fn follow(&self, execution: Arc<Execution>) -> Frames {
         let channel = execution.channel.clone();
-        let (mut receiver, last) = channel.join();
+        let Joined {
+            mut receiver,
+            last,
+            complete,
+        } = channel.join();
         let metrics = self.metrics.clone();
         Box::pin(async_stream::stream! {
             // The execution runs while a subscriber holds it.
             let _execution = execution;
             let mut seen = 0;
             let mut next = last;
+            let mut completed = complete;
             loop {
                 if let Some(frame) = next.take().filter(|frame| frame.seq > seen) {
                     seen = frame.seq;
@@ -204,6 +229,10 @@ impl Fanout {
                     if done {
                         break;
                     }
+                }
+                if let Some(complete) = completed.take() {
+                    yield complete;
+                    break;
                 }
                 next = match receiver.recv().await {
                     Ok(frame) => Some(frame),
@@ -241,8 +270,29 @@ fn shareable(request: &Request) -> bool {
         && matches!(
             operation.selection_set.node.items.as_slice(),
             [item] if matches!(&item.node, Selection::Field(field)
-                if SHAREABLE_FIELDS.contains(&field.node.name.node.as_str()))
+                if SHAREABLE_FIELDS.contains(&field.node.name.node.as_str())
+                    && follows_every_field(&field.node.selection_set.node, &document, 0))
         )
+}
+
+/// Whether no field of `set` is one of [`UNFOLLOWED_FIELDS`], at any depth (through fragments too).
+fn follows_every_field(set: &SelectionSet, document: &ExecutableDocument, depth: usize) -> bool {
+    depth <= super::MAX_DEPTH
+        && set.items.iter().all(|item| match &item.node {
+            Selection::Field(field) => {
+                !UNFOLLOWED_FIELDS.contains(&field.node.name.node.as_str())
+                    && follows_every_field(&field.node.selection_set.node, document, depth + 1)
+            }
+            Selection::InlineFragment(fragment) => {
+                follows_every_field(&fragment.node.selection_set.node, document, depth + 1)
+            }
+            Selection::FragmentSpread(spread) => document
+                .fragments
+                .get(&spread.node.fragment_name.node)
+                .is_some_and(|fragment| {
+                    follows_every_field(&fragment.node.selection_set.node, document, depth + 1)
+                }),
+        })
 }
 
 /// A running shared execution; dropping the last handle stops it.
@@ -269,8 +319,8 @@ struct State {
     seq: u64,
     /// The last result (not the completion): the current state, for subscribers joining or behind.
     last: Option<Arc<Frame>>,
-    /// The execution completed: new subscribers start a new one.
-    ended: bool,
+    /// The completion, once the execution completed: new subscribers then start a new one.
+    complete: Option<Arc<Frame>>,
 }
 
 impl Channel {
@@ -283,16 +333,22 @@ impl Channel {
         state.seq += 1;
         let frame = Arc::new(frame(state.seq));
         if let FrameKind::Complete = frame.kind {
-            state.ended = true;
+            state.complete = Some(frame.clone());
         } else {
             state.last = Some(frame.clone());
         }
         let _ = self.sender.send(frame);
     }
 
-    fn join(&self) -> (broadcast::Receiver<Arc<Frame>>, Option<Arc<Frame>>) {
+    /// A receiver of the messages after the last one, the last one, and the completion if it came: taken
+    /// together, so a subscriber joining misses nothing and gets nothing twice.
+    fn join(&self) -> Joined {
         let state = self.lock();
-        (self.sender.subscribe(), state.last.clone())
+        Joined {
+            receiver: self.sender.subscribe(),
+            last: state.last.clone(),
+            complete: state.complete.clone(),
+        }
     }
 
     fn last(&self) -> Option<Arc<Frame>> {
@@ -300,6 +356,25 @@ impl Channel {
     }
 
     fn ended(&self) -> bool {
-        self.lock().ended
+        self.lock().complete.is_some()
+    }
+}
+
+/// What a subscriber joining an execution starts from.
+struct Joined {
+    receiver: broadcast::Receiver<Arc<Frame>>,
+    last: Option<Arc<Frame>>,
+    complete: Option<Arc<Frame>>,
+}
+
+/// Completes its channel when dropped, unless the execution already did: when the execution's stream
+/// ends, and when its task panics or is stopped.
+struct Completes(Arc<Channel>);
+
+impl Drop for Completes {
+    fn drop(&mut self) {
+        if !self.0.ended() {
+            self.0.publish(Frame::complete);
+        }
     }
 }

@@ -10,6 +10,8 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 /// run one after the other, so the second sees the first's row and its event, and no update is lost.
 /// An advisory lock rather than `SELECT … FOR UPDATE` because the row may not exist yet.
 /// SQLite has a single writer; intake runs its transactions one at a time instead (see `webhook::writer`).
+/// On PostgreSQL an instance's own writers split entities between them, so this lock is what orders
+/// instances.
 pub async fn lock_entity(db: &impl ConnectionTrait, kind: &str, id: &str) -> Result<(), DbErr> {
     if db.get_database_backend() != DbBackend::Postgres {
         return Ok(());

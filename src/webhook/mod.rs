@@ -1,7 +1,7 @@
 //! Webhook intake (SPEC §3): verify → parse → store and apply in a transaction → publish → answer.
 //!
-//! Storing goes through one writer task per instance, which commits the deliveries waiting at the same
-//! time in one transaction (group commit; see [`writer`]).
+//! Storing goes through the instance's writer tasks (one on SQLite, a few on PostgreSQL), each of which
+//! commits the deliveries waiting at the same time in one transaction (group commit; see [`writer`]).
 //!
 //! Provider facts (envelope variants, signature scheme, id formats) are in `fastpix-webhooks.md`.
 
@@ -97,13 +97,13 @@ pub struct Intake {
     pub secrets: Secrets,
     /// Where committed changes go.
     pub publisher: Publisher,
-    /// The group-commit writer task that stores deliveries (and is SQLite's single writer).
+    /// The group-commit writer tasks that store deliveries (on SQLite one: SQLite's single writer).
     writer: Writer,
 }
 
 impl Intake {
-    /// Starts the writer task, so it must run inside a tokio runtime. The task stops when the last clone
-    /// of this `Intake` is dropped.
+    /// Starts the writer tasks, so it must run inside a tokio runtime. They stop when the last clone of
+    /// this `Intake` is dropped.
     pub fn new(
         db: DatabaseConnection,
         secrets: Secrets,

@@ -1,6 +1,7 @@
 //! The intake writer: group commit.
 //!
-//! Every verified delivery of an instance goes to one writer task over a channel. The writer takes the
+//! Every verified delivery goes to a writer task over a channel (an instance has one writer on SQLite, a
+//! few on PostgreSQL: see below). The writer takes the
 //! first waiting delivery and whatever else is already queued (at most [`MAX_BATCH`]; it never waits for
 //! more, so under light load a batch is one delivery and latency does not grow), and stores the whole
 //! batch in one transaction:
@@ -35,10 +36,11 @@
 //! On PostgreSQL, where one writer would spend most of its time waiting for round trips, an instance runs
 //! [`POSTGRES_WRITERS`] of them, and each delivery goes to the writer its entity hashes to (a simulcast
 //! target with its stream, whose lock it takes first). So the deliveries of one entity still queue in
-//! arrival order in one writer, and two writers of an instance never take the same entity locks: their
-//! batches meet only at the position counter, which each takes last. Batches of different instances may
-//! still lock the same entities in another order; PostgreSQL then aborts one, and it is stored again as
-//! above.
+//! arrival order in one writer, and two writers of an instance do not take the same entity locks: their
+//! batches normally meet only at the position counter, which each takes last. Where they do meet (batches
+//! of different instances locking the same entities in another order; rarely, rows two entities share,
+//! such as a playback id moving from one owner to another), PostgreSQL aborts one transaction to break the
+//! deadlock, and its deliveries are stored again as above.
 
 use entity::webhook_event;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait};

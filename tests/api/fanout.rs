@@ -287,3 +287,35 @@ async fn a_subscriber_after_a_shared_execution_completed_gets_the_tombstone_and_
     drop(second);
     await_shared_executions(&app, 0.0).await;
 }
+
+#[tokio::test]
+async fn a_subscription_selecting_a_relation_that_sends_no_message_runs_alone_and_starts_fresh() {
+    let app = spawn_app().await;
+    for name in [
+        "video.live_stream.created",
+        "video.media.live_stream.created",
+    ] {
+        app.deliver_fixture(name).await;
+    }
+    const RECORDING_AND_STREAM: &str =
+        "subscription($id: ID) { media(id: $id) { status liveStream { status } } }";
+    let watch = || async {
+        let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
+        client.init(json!({})).await;
+        client
+            .subscribe("m", RECORDING_AND_STREAM, json!({ "id": RECORDING_ID }))
+            .await;
+        let first = client.next_data("m").await;
+        (client, first)
+    };
+    let (_early, first) = watch().await;
+    assert_eq!(first["media"]["liveStream"]["status"], "IDLE");
+    // The stream changes; its recording does not, so the early subscriber gets no message.
+    app.deliver_fixture("video.live_stream.preparing").await;
+    let stream_now = queried_status(&app).await["liveStream"]["status"].clone();
+    assert_ne!(stream_now, "IDLE");
+    // A later subscriber reads the stream as it is now, not as the early subscriber's last message had it.
+    let (_late, first) = watch().await;
+    assert_eq!(first["media"]["liveStream"]["status"], stream_now);
+    assert_eq!(shared_executions(&app).await, 0.0);
+}
