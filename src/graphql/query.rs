@@ -139,12 +139,15 @@ fn list_cursor(list: &str, sort: i64, id: &str) -> String {
     )
 }
 
-async fn media_by_playback(db: &DatabaseConnection, playback: &str) -> Result<Option<String>> {
-    let row = playback_id::Entity::find_by_id(playback)
+/// The stored row of a playback id (which media or stream it plays), if known.
+async fn playback_row(
+    db: &DatabaseConnection,
+    playback: &str,
+) -> Result<Option<playback_id::Model>> {
+    playback_id::Entity::find_by_id(playback)
         .one(db)
         .await
-        .map_err(internal)?;
-    Ok(row.and_then(|r| r.media_id))
+        .map_err(internal)
 }
 
 #[Object]
@@ -172,7 +175,8 @@ impl Query {
         }
         let generation = cache.map(PlaybackCache::generation);
         let db = db(ctx)?;
-        let Some(media_id) = media_by_playback(db, &playback_id).await? else {
+        let owner = playback_row(db, &playback_id).await?;
+        let Some(media_id) = owner.and_then(|row| row.media_id) else {
             return Err(not_found("media with playback id", &playback_id));
         };
         let row = media::Entity::find_by_id(media_id)
@@ -235,11 +239,9 @@ impl Query {
         playback_id: String,
     ) -> Result<Option<LiveStream>> {
         let db = db(ctx)?;
-        let owner = playback_id::Entity::find_by_id(playback_id.as_str())
-            .one(db)
-            .await
-            .map_err(internal)?
-            .and_then(|r| r.live_stream_id);
+        let owner = playback_row(db, &playback_id)
+            .await?
+            .and_then(|row| row.live_stream_id);
         let row = match owner {
             Some(id) => live_stream::Entity::find_by_id(id)
                 .one(db)
