@@ -4,8 +4,11 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, Object, Result};
 use entity::{live_stream, media, playback_id, simulcast_target, webhook_event};
 use sea_orm::sea_query::ExprTrait;
+use std::sync::Arc;
+
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, PrimaryKeyTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use super::cache::PlaybackCache;
@@ -17,6 +20,8 @@ use super::types::{
 };
 use super::{auth::Role, errors::forbidden};
 use crate::events::Snapshot;
+use crate::store::entities;
+use crate::webhook::fields::Playback;
 
 pub struct Query;
 
@@ -31,43 +36,93 @@ fn after<C: ColumnTrait>(sort: C, id: C, position: &Position) -> Condition {
         .add(sort.eq(position.sort).and(id.lt(position.id.clone())))
 }
 
-/// Media with their playback ids attached (one query for all of them).
-async fn media_with_playback(
-    db: &DatabaseConnection,
-    rows: Vec<media::Model>,
-) -> Result<Vec<Media>> {
-    let ids = rows.iter().map(|r| r.id.clone()).collect();
-    let mut playback = playback_ids(db, playback_id::Column::MediaId, ids)
-        .await
-        .map_err(internal)?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Media {
-            playback_ids: playback.remove(&row.id),
+/// The two entity kinds with playback ids and paged lists: what differs between them for `Query`.
+trait Listed: EntityTrait {
+    type Node: async_graphql::OutputType;
+    /// The list's name in its cursors.
+    const LIST: &'static str;
+    /// The `playback_id` column naming the owner.
+    const OWNER: playback_id::Column;
+    /// The status, sort and id columns.
+    const COLUMNS: [Self::Column; 3];
+    fn sort_key(row: &Self::Model) -> (i64, &str);
+    fn node(row: Self::Model, playback: Option<Arc<Vec<Playback>>>) -> Self::Node;
+}
+
+impl Listed for media::Entity {
+    type Node = Media;
+    const LIST: &'static str = "media";
+    const OWNER: playback_id::Column = playback_id::Column::MediaId;
+    const COLUMNS: [media::Column; 3] = [
+        media::Column::Status,
+        media::Column::SortNs,
+        media::Column::Id,
+    ];
+    fn sort_key(row: &media::Model) -> (i64, &str) {
+        (row.sort_ns, &row.id)
+    }
+    fn node(row: media::Model, playback_ids: Option<Arc<Vec<Playback>>>) -> Media {
+        Media {
+            playback_ids,
             ..Media::from(row)
-        })
-        .collect())
+        }
+    }
 }
 
-/// Live streams with their playback ids attached (one query for all of them).
-async fn streams_with_playback(
+impl Listed for live_stream::Entity {
+    type Node = LiveStream;
+    const LIST: &'static str = "liveStream";
+    const OWNER: playback_id::Column = playback_id::Column::LiveStreamId;
+    const COLUMNS: [live_stream::Column; 3] = [
+        live_stream::Column::Status,
+        live_stream::Column::SortNs,
+        live_stream::Column::Id,
+    ];
+    fn sort_key(row: &live_stream::Model) -> (i64, &str) {
+        (row.sort_ns, &row.id)
+    }
+    fn node(row: live_stream::Model, playback_ids: Option<Arc<Vec<Playback>>>) -> LiveStream {
+        LiveStream {
+            playback_ids,
+            ..LiveStream::from(row)
+        }
+    }
+}
+
+/// Rows with their playback ids attached (one query for all of them).
+async fn with_playback<E: Listed>(
     db: &DatabaseConnection,
-    rows: Vec<live_stream::Model>,
-) -> Result<Vec<LiveStream>> {
-    let ids = rows.iter().map(|r| r.id.clone()).collect();
-    let mut playback = playback_ids(db, playback_id::Column::LiveStreamId, ids)
-        .await
-        .map_err(internal)?;
+    rows: Vec<E::Model>,
+) -> Result<Vec<E::Node>> {
+    let ids = rows.iter().map(|r| E::sort_key(r).1.to_owned()).collect();
+    let mut playback = playback_ids(db, E::OWNER, ids).await.map_err(internal)?;
     Ok(rows
         .into_iter()
-        .map(|row| LiveStream {
-            playback_ids: playback.remove(&row.id),
-            ..LiveStream::from(row)
+        .map(|row| {
+            let playback_ids = playback.remove(E::sort_key(&row).1);
+            E::node(row, playback_ids)
         })
         .collect())
 }
 
-/// Builds a connection from `limit + 1` fetched rows.
+/// The entity `id` with its playback ids; `NOT_FOUND` (naming `what` and `key`) when it is not stored.
+async fn one<E: Listed>(
+    db: &DatabaseConnection,
+    id: Option<String>,
+    what: &str,
+    key: &str,
+) -> Result<Option<E::Node>>
+where
+    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<String>,
+{
+    let row = match id {
+        Some(id) => E::find_by_id(id).one(db).await.map_err(internal)?,
+        None => None,
+    };
+    let row = row.ok_or_else(|| not_found(what, key))?;
+    Ok(with_playback::<E>(db, vec![row]).await?.pop())
+}
+
 /// The arguments of a `mediaList` / `liveStreams` page.
 struct ListFilter<'a> {
     first: i32,
@@ -76,14 +131,12 @@ struct ListFilter<'a> {
     include_deleted: bool,
 }
 
-/// One page of an entity table, newest first by `(sort, id)`, and whether more follow. `columns` are the
-/// table's status, sort and id columns; `list` names the list in its cursors.
-async fn page<E: EntityTrait>(
+/// One page of an entity list, newest first by `(sort, id)`, with playback ids attached.
+async fn page<E: Listed>(
     db: &DatabaseConnection,
-    list: &str,
-    [status, sort, id]: [E::Column; 3],
     filter: ListFilter<'_>,
-) -> Result<(Vec<E::Model>, bool)> {
+) -> Result<Connection<String, E::Node>> {
+    let [status, sort, id] = E::COLUMNS;
     let limit = page_size(filter.first)?;
     let mut query = E::find();
     if !filter.include_deleted {
@@ -93,7 +146,7 @@ async fn page<E: EntityTrait>(
         query = query.filter(status.is_in(statuses));
     }
     if let Some(cursor) = filter.after {
-        query = query.filter(after(sort, id, &decode(list, cursor)?));
+        query = query.filter(after(sort, id, &decode(E::LIST, cursor)?));
     }
     let rows = query
         .order_by_desc(sort)
@@ -102,7 +155,16 @@ async fn page<E: EntityTrait>(
         .all(db)
         .await
         .map_err(internal)?;
-    Ok(trim(rows, limit))
+    let (rows, has_next) = trim(rows, limit);
+    let cursors = rows
+        .iter()
+        .map(|row| {
+            let (sort, id) = E::sort_key(row);
+            list_cursor(E::LIST, sort, id)
+        })
+        .collect();
+    let nodes = with_playback::<E>(db, rows).await?;
+    Ok(connection(cursors, nodes, filter.after.is_some(), has_next))
 }
 
 /// Keeps the first `limit` of `limit + 1` fetched rows; tells whether there was one more.
@@ -144,8 +206,7 @@ async fn playback_row(
     db: &DatabaseConnection,
     playback: &str,
 ) -> Result<Option<playback_id::Model>> {
-    playback_id::Entity::find_by_id(playback)
-        .one(db)
+    entities::find_playback(db, playback)
         .await
         .map_err(internal)
 }
@@ -154,13 +215,7 @@ async fn playback_row(
 impl Query {
     /// A media by its FastPix id (deleted media are returned as tombstones).
     async fn media(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Media>> {
-        let db = db(ctx)?;
-        let row = media::Entity::find_by_id(id.as_str())
-            .one(db)
-            .await
-            .map_err(internal)?;
-        let row = row.ok_or_else(|| not_found("media", &id))?;
-        Ok(media_with_playback(db, vec![row]).await?.pop())
+        one::<media::Entity>(db(ctx)?, Some(id.0.clone()), "media", &id).await
     }
 
     /// The media a playback id plays: what a player page asks first.
@@ -173,19 +228,14 @@ impl Query {
         if let Some(kept) = cache.and_then(|cache| cache.get(&playback_id)) {
             return Ok(Some(Media::from(kept)));
         }
-        let generation = cache.map(PlaybackCache::generation);
+        // Taken before the read: what the read finds is kept only if no media changed meanwhile.
+        let keep = cache.map(|cache| (cache, cache.generation()));
         let db = db(ctx)?;
         let owner = playback_row(db, &playback_id).await?;
-        let Some(media_id) = owner.and_then(|row| row.media_id) else {
-            return Err(not_found("media with playback id", &playback_id));
-        };
-        let row = media::Entity::find_by_id(media_id)
-            .one(db)
-            .await
-            .map_err(internal)?;
-        let row = row.ok_or_else(|| not_found("media with playback id", &playback_id))?;
-        let found = media_with_playback(db, vec![row]).await?.pop();
-        if let (Some(cache), Some(generation), Some(media)) = (cache, generation, &found) {
+        let media_id = owner.and_then(|row| row.media_id);
+        let found =
+            one::<media::Entity>(db, media_id, "media with playback id", &playback_id).await?;
+        if let (Some((cache, generation)), Some(media)) = (keep, &found) {
             let snapshot = Snapshot {
                 row: media.row.clone(),
                 playback_ids: media.playback_ids.clone().unwrap_or_default(),
@@ -205,32 +255,17 @@ impl Query {
         status: Option<Vec<MediaStatus>>,
         #[graphql(default = false)] include_deleted: bool,
     ) -> Result<Connection<String, Media>> {
-        use media::Column as C;
-        let statuses = status.map(|s| s.iter().map(|s| s.as_str()).collect());
         let filter = ListFilter {
             first,
             after: after.as_deref(),
-            statuses,
+            statuses: status.map(|s| s.iter().map(|s| s.as_str()).collect()),
             include_deleted,
         };
-        let (rows, has_next) =
-            page::<media::Entity>(db(ctx)?, "media", [C::Status, C::SortNs, C::Id], filter).await?;
-        let cursors = rows
-            .iter()
-            .map(|r| list_cursor("media", r.sort_ns, &r.id))
-            .collect();
-        let nodes = media_with_playback(db(ctx)?, rows).await?;
-        Ok(connection(cursors, nodes, after.is_some(), has_next))
+        page::<media::Entity>(db(ctx)?, filter).await
     }
 
     async fn live_stream(&self, ctx: &Context<'_>, id: ID) -> Result<Option<LiveStream>> {
-        let db = db(ctx)?;
-        let row = live_stream::Entity::find_by_id(id.as_str())
-            .one(db)
-            .await
-            .map_err(internal)?;
-        let row = row.ok_or_else(|| not_found("live stream", &id))?;
-        Ok(streams_with_playback(db, vec![row]).await?.pop())
+        one::<live_stream::Entity>(db(ctx)?, Some(id.0.clone()), "live stream", &id).await
     }
 
     async fn live_stream_by_playback_id(
@@ -239,18 +274,10 @@ impl Query {
         playback_id: String,
     ) -> Result<Option<LiveStream>> {
         let db = db(ctx)?;
-        let owner = playback_row(db, &playback_id)
-            .await?
-            .and_then(|row| row.live_stream_id);
-        let row = match owner {
-            Some(id) => live_stream::Entity::find_by_id(id)
-                .one(db)
-                .await
-                .map_err(internal)?,
-            None => None,
-        };
-        let row = row.ok_or_else(|| not_found("live stream with playback id", &playback_id))?;
-        Ok(streams_with_playback(db, vec![row]).await?.pop())
+        let owner = playback_row(db, &playback_id).await?;
+        let stream_id = owner.and_then(|row| row.live_stream_id);
+        let what = "live stream with playback id";
+        one::<live_stream::Entity>(db, stream_id, what, &playback_id).await
     }
 
     /// Live streams, newest first. `first` is capped at 100. Deleted streams only with `includeDeleted`.
@@ -263,23 +290,13 @@ impl Query {
         status: Option<Vec<LiveStreamStatus>>,
         #[graphql(default = false)] include_deleted: bool,
     ) -> Result<Connection<String, LiveStream>> {
-        use live_stream::Column as C;
-        let statuses = status.map(|s| s.iter().map(|s| s.as_str()).collect());
         let filter = ListFilter {
             first,
             after: after.as_deref(),
-            statuses,
+            statuses: status.map(|s| s.iter().map(|s| s.as_str()).collect()),
             include_deleted,
         };
-        let columns = [C::Status, C::SortNs, C::Id];
-        let (rows, has_next) =
-            page::<live_stream::Entity>(db(ctx)?, "liveStream", columns, filter).await?;
-        let cursors = rows
-            .iter()
-            .map(|r| list_cursor("liveStream", r.sort_ns, &r.id))
-            .collect();
-        let nodes = streams_with_playback(db(ctx)?, rows).await?;
-        Ok(connection(cursors, nodes, after.is_some(), has_next))
+        page::<live_stream::Entity>(db(ctx)?, filter).await
     }
 
     async fn simulcast_target(&self, ctx: &Context<'_>, id: ID) -> Result<Option<SimulcastTarget>> {

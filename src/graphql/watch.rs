@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_graphql::Result;
-use entity::{live_stream, log_position, media, playback_id, webhook_event};
+use entity::{live_stream, log_position, media, webhook_event};
 use futures_util::Stream;
 use sea_orm::{
     AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
@@ -88,7 +88,7 @@ macro_rules! watched {
                 db: &DatabaseConnection,
                 playback: &str,
             ) -> Result<Option<String>, DbErr> {
-                let row = playback_id::Entity::find_by_id(playback).one(db).await?;
+                let row = entities::find_playback(db, playback).await?;
                 Ok(row.and_then(|r| r.$owner))
             }
         }

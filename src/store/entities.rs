@@ -109,6 +109,14 @@ where
     Ok(())
 }
 
+/// The stored row of a playback id: which media or stream plays it, if it is known.
+pub async fn find_playback(
+    db: &impl ConnectionTrait,
+    playback: &str,
+) -> Result<Option<playback_id::Model>, DbErr> {
+    playback_id::Entity::find_by_id(playback).one(db).await
+}
+
 pub async fn load_media(db: &impl ConnectionTrait, id: &str) -> Result<Option<MediaState>, DbErr> {
     let Some(row) = media::Entity::find_by_id(id).one(db).await? else {
         return Ok(None);
