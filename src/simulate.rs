@@ -5,7 +5,6 @@
 //! across a run) and every `createdAt` set to the moment of sending.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -27,18 +26,22 @@ pub enum Scenario {
     All,
 }
 
+/// `(event type, fixture JSON)` for each named fixture, embedded in the binary.
 macro_rules! fixtures {
     ($($name:literal),* $(,)?) => {
         &[$(($name, include_str!(concat!("../tests/fixtures/", $name, ".json")))),*]
     };
 }
 
-const TEMPLATES: &[(&str, &str)] = fixtures![
+type Fixtures = &'static [(&'static str, &'static str)];
+
+const MEDIA: Fixtures = fixtures![
     "video.media.created",
     "video.media.ready",
     "video.media.updated",
-    "video.media.upload",
-    "video.upload.media_created",
+];
+const UPLOAD: Fixtures = fixtures!["video.media.upload", "video.upload.media_created"];
+const LIVE: Fixtures = fixtures![
     "video.live_stream.created",
     "video.live_stream.simulcast_target.created",
     "video.live_stream.preparing",
@@ -52,17 +55,13 @@ const TEMPLATES: &[(&str, &str)] = fixtures![
     "video.live_stream.idle",
 ];
 
-fn template(name: &str) -> &'static str {
-    TEMPLATES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, text)| *text)
-        .expect("every scenario event has a template")
-}
-
 /// The URL media's ready event, turned into the upload media's (the fixtures have no upload `ready`).
 fn upload_ready() -> String {
-    template("video.media.ready")
+    let (_, ready) = MEDIA
+        .iter()
+        .find(|(name, _)| *name == "video.media.ready")
+        .expect("the media sequence has a ready event");
+    ready
         .replace(
             "7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d",
             "3f9a8b7c-6d5e-4f3a-9b2c-1d0e9f8a7b6c",
@@ -77,37 +76,17 @@ fn upload_ready() -> String {
         )
 }
 
-/// The events of a scenario, in sending order, as (type, JSON text) with the fixture ids.
+/// The events of a scenario, in sending order, as JSON text with the fixture ids.
 pub fn sequence(scenario: Scenario) -> Vec<String> {
-    let names = |list: &[&str]| {
-        list.iter()
-            .map(|n| template(n).to_owned())
-            .collect::<Vec<_>>()
-    };
+    let texts = |list: Fixtures| list.iter().map(|(_, text)| (*text).to_owned()).collect();
     match scenario {
-        Scenario::Media => names(&[
-            "video.media.created",
-            "video.media.ready",
-            "video.media.updated",
-        ]),
+        Scenario::Media => texts(MEDIA),
         Scenario::Upload => {
-            let mut events = names(&["video.media.upload", "video.upload.media_created"]);
+            let mut events: Vec<String> = texts(UPLOAD);
             events.push(upload_ready());
             events
         }
-        Scenario::Live => names(&[
-            "video.live_stream.created",
-            "video.live_stream.simulcast_target.created",
-            "video.live_stream.preparing",
-            "video.live_stream.connected",
-            "video.live_stream.recording",
-            "video.live_stream.active",
-            "video.live_stream.simulcast_target.starting",
-            "video.media.live_stream.created",
-            "video.live_stream.simulcast_target.broadcasting",
-            "video.live_stream.disconnected",
-            "video.live_stream.idle",
-        ]),
+        Scenario::Live => texts(LIVE),
         Scenario::All => [Scenario::Media, Scenario::Upload, Scenario::Live]
             .into_iter()
             .flat_map(sequence)
@@ -115,53 +94,24 @@ pub fn sequence(scenario: Scenario) -> Vec<String> {
     }
 }
 
-/// Fresh ids of the same shape (UUID, or 32 hex characters for streams and targets).
+/// Fresh ids of the same shape (UUID, or 32 hex characters for streams and targets), one per fixture id.
+#[derive(Default)]
 struct Ids {
     fresh: BTreeMap<String, String>,
-    seed: std::collections::hash_map::RandomState,
-    counter: u64,
 }
 
 impl Ids {
-    fn new() -> Self {
-        Self {
-            fresh: BTreeMap::new(),
-            seed: Default::default(),
-            counter: 0,
-        }
-    }
-
-    fn random_hex(&mut self, len: usize) -> String {
-        let mut out = String::new();
-        while out.len() < len {
-            self.counter += 1;
-            let mut hasher = self.seed.build_hasher();
-            hasher.write_u64(self.counter);
-            out.push_str(&format!("{:016x}", hasher.finish()));
-        }
-        out.truncate(len);
-        out
-    }
-
-    fn fresh_for(&mut self, old: &str) -> String {
-        if let Some(id) = self.fresh.get(old) {
-            return id.clone();
-        }
-        let hex = self.random_hex(32);
-        let id = if old.len() == 36 && old.matches('-').count() == 4 {
-            format!(
-                "{}-{}-4{}-8{}-{}",
-                &hex[..8],
-                &hex[8..12],
-                &hex[13..16],
-                &hex[17..20],
-                &hex[20..32]
-            )
-        } else {
-            hex
-        };
-        self.fresh.insert(old.to_owned(), id.clone());
-        id
+    /// Gives `old` a fresh id, unless it has one.
+    fn fresh_for(&mut self, old: &str) {
+        let hyphenated = old.len() == 36 && old.matches('-').count() == 4;
+        self.fresh.entry(old.to_owned()).or_insert_with(|| {
+            let id = uuid::Uuid::new_v4();
+            if hyphenated {
+                id.hyphenated().to_string()
+            } else {
+                id.simple().to_string()
+            }
+        });
     }
 
     /// Collects the ids a payload names (event, media, stream, target, playback and track ids).
@@ -174,9 +124,7 @@ impl Ids {
                         "id" | "streamId" | "livestreamId" | "simulcastId" | "uploadId"
                     );
                     match v {
-                        Value::String(s) if is_id => {
-                            self.fresh_for(s);
-                        }
+                        Value::String(s) if is_id => self.fresh_for(s),
                         Value::Array(items) if key == "mediaIds" => {
                             for item in items.iter().filter_map(Value::as_str) {
                                 self.fresh_for(item);
@@ -195,7 +143,7 @@ impl Ids {
 /// A scenario ready to send: fresh ids, timestamps set at send time.
 pub fn prepare(scenario: Scenario) -> (Vec<String>, BTreeMap<String, String>) {
     let events = sequence(scenario);
-    let mut ids = Ids::new();
+    let mut ids = Ids::default();
     for event in &events {
         ids.collect(&serde_json::from_str(event).expect("fixtures are JSON"));
     }
