@@ -11,14 +11,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use entity::{simulcast_target, webhook_event};
+use entity::webhook_event;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
     TransactionTrait,
 };
 
 use crate::store::{entities, events, lock_entity};
-use crate::webhook::event::{EntityRef, Event, Resolution, resolve};
+use crate::webhook::event::Event;
 use crate::webhook::{live, media, simulcast};
 
 /// What a prune did.
@@ -146,10 +146,7 @@ async fn prune_media(
     cutoff_ns: i64,
 ) -> Result<Option<u64>, DbErr> {
     let (kept, prunable) = split(history(db, "media", id).await?, cutoff_ns);
-    let rebuilt = kept
-        .iter()
-        .fold(None, |s, e| Some(media::step(s.as_ref(), id, e)));
-    if rebuilt != entities::load_media(db, id).await? {
+    if media::fold(id, &kept) != entities::load_media(db, id).await? {
         return Ok(None);
     }
     delete(db, prunable).await.map(Some)
@@ -161,33 +158,17 @@ async fn prune_stream(
     cutoff_ns: i64,
 ) -> Result<Option<u64>, DbErr> {
     let (kept_stream, mut prunable) = split(history(db, "live_stream", id).await?, cutoff_ns);
-    let rebuilt = kept_stream
-        .iter()
-        .fold(None, |s, e| Some(live::step(s.as_ref(), id, e)));
-    if rebuilt != entities::load_live(db, id).await? {
+    if live::fold(id, &kept_stream) != entities::load_live(db, id).await? {
         return Ok(None);
     }
-    let targets = simulcast_target::Entity::find()
-        .filter(simulcast_target::Column::LiveStreamId.eq(id))
-        .all(db)
-        .await?;
-    for target in targets {
+    for target in entities::targets_of(db, id).await? {
         let (mut kept, target_prunable) = split(
             history(db, "simulcast_target", &target.id).await?,
             cutoff_ns,
         );
         kept.extend(kept_stream.iter().cloned());
         kept.sort_by(|a, b| a.key.cmp(&b.key));
-        let rebuilt = kept
-            .iter()
-            .fold(None, |state: Option<simulcast::TargetState>, e| {
-                let parent = match resolve(&e.envelope) {
-                    Resolution::Entity(EntityRef::SimulcastTarget { parent, .. }) => parent,
-                    _ => id.to_owned(),
-                };
-                simulcast::step(state.as_ref(), &target.id, &parent, e).or(state)
-            });
-        if rebuilt.as_ref() != Some(&target) {
+        if simulcast::fold(&target.id, id, &kept).as_ref() != Some(&target) {
             return Ok(None);
         }
         prunable.extend(target_prunable);

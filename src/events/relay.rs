@@ -14,15 +14,16 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use entity::{log_position, simulcast_target, webhook_event};
+use entity::{log_position, webhook_event};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
-use super::{Bus, Change, Moved, Snapshot};
+use super::{Bus, Change, Moved};
 use crate::metrics::Metrics;
 use crate::store::{entities, events};
+use crate::webhook::apply::Changed;
 use crate::webhook::{live, media};
 
 /// The notification channel.
@@ -206,41 +207,28 @@ pub async fn load_change(
         let kind = event.entity_kind.as_deref().unwrap_or_default();
         let history = events::history_until(db, kind, id, None, Some(position)).await?;
         match kind {
-            "media" => {
-                if let Some(state) = history
-                    .iter()
-                    .fold(None, |s, e| Some(media::step(s.as_ref(), id, e)))
-                {
-                    moved.push(Moved::Media(Snapshot {
-                        row: Arc::new(state.row),
-                        playback_ids: Arc::new(state.playback_ids),
-                    }));
-                }
-            }
+            "media" => moved.extend(
+                media::fold(id, &history)
+                    .map(Changed::Media)
+                    .map(Moved::from),
+            ),
             "live_stream" => {
-                if let Some(state) = history
-                    .iter()
-                    .fold(None, |s, e| Some(live::step(s.as_ref(), id, e)))
-                {
-                    moved.push(Moved::LiveStream(Snapshot {
-                        row: Arc::new(state.row),
-                        playback_ids: Arc::new(state.playback_ids),
-                    }));
-                }
-                let targets = simulcast_target::Entity::find()
-                    .filter(simulcast_target::Column::LiveStreamId.eq(id))
-                    .all(db)
-                    .await?;
+                moved.extend(
+                    live::fold(id, &history)
+                        .map(Changed::LiveStream)
+                        .map(Moved::from),
+                );
+                let targets = entities::targets_of(db, id).await?;
                 moved.extend(
                     targets
                         .into_iter()
-                        .map(|t| Moved::SimulcastTarget(Arc::new(t))),
+                        .map(Changed::SimulcastTarget)
+                        .map(Moved::from),
                 );
             }
             "simulcast_target" => {
-                if let Some(target) = entities::load_target(db, id).await? {
-                    moved.push(Moved::SimulcastTarget(Arc::new(target)));
-                }
+                let target = entities::load_target(db, id).await?;
+                moved.extend(target.map(Changed::SimulcastTarget).map(Moved::from));
             }
             _ => {}
         }

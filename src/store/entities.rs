@@ -188,13 +188,21 @@ pub async fn save_target(
     save_row(db, new.clone().into_active_model(), old.is_none()).await
 }
 
-/// Ids of the simulcast targets of a stream.
-pub async fn target_ids_of(db: &impl ConnectionTrait, stream: &str) -> Result<Vec<String>, DbErr> {
-    let rows = simulcast_target::Entity::find()
+/// The simulcast targets of a stream, in id order.
+pub async fn targets_of(
+    db: &impl ConnectionTrait,
+    stream: &str,
+) -> Result<Vec<simulcast_target::Model>, DbErr> {
+    simulcast_target::Entity::find()
         .filter(simulcast_target::Column::LiveStreamId.eq(stream))
         .order_by_asc(simulcast_target::Column::Id)
         .all(db)
-        .await?;
+        .await
+}
+
+/// Ids of the simulcast targets of a stream.
+pub async fn target_ids_of(db: &impl ConnectionTrait, stream: &str) -> Result<Vec<String>, DbErr> {
+    let rows = targets_of(db, stream).await?;
     Ok(rows.into_iter().map(|row| row.id).collect())
 }
 

@@ -7,7 +7,7 @@
 
 use sea_orm::{ConnectionTrait, DbErr};
 
-use super::event::{EntityRef, Event, OrderKey, Resolution, resolve};
+use super::event::{EntityRef, Event, OrderKey};
 use super::fields;
 use super::live::{self, LiveState};
 use super::media::{self, MediaState};
@@ -103,10 +103,7 @@ async fn apply_media(
     let new = match &old {
         Some(o) if is_late(key(&o.row.last_event_ns, &o.row.last_event_id), event) => {
             let history = events::history(db, "media", id, None).await?;
-            history
-                .iter()
-                .fold(None, |state, e| Some(media::step(state.as_ref(), id, e)))
-                .unwrap_or_else(|| o.clone())
+            media::fold(id, &history).unwrap_or_else(|| o.clone())
         }
         _ => media::step(old.as_ref(), id, event),
     };
@@ -128,10 +125,7 @@ async fn apply_live(
     let new = match &old {
         Some(o) if is_late(key(&o.row.last_event_ns, &o.row.last_event_id), event) => {
             let history = events::history(db, "live_stream", id, None).await?;
-            history
-                .iter()
-                .fold(None, |state, e| Some(live::step(state.as_ref(), id, e)))
-                .unwrap_or_else(|| o.clone())
+            live::fold(id, &history).unwrap_or_else(|| o.clone())
         }
         _ => live::step(old.as_ref(), id, event),
     };
@@ -180,13 +174,7 @@ async fn apply_target(
                 .map_or(parent, |o| o.live_stream_id.as_str())
                 .to_owned();
             let history = events::history(db, "simulcast_target", id, Some(&parent)).await?;
-            history.iter().fold(None, |state: Option<TargetState>, e| {
-                let parent = match resolve(&e.envelope) {
-                    Resolution::Entity(EntityRef::SimulcastTarget { parent, .. }) => parent,
-                    _ => parent.clone(),
-                };
-                simulcast::step(state.as_ref(), id, &parent, e).or(state)
-            })
+            simulcast::fold(id, &parent, &history)
         }
     };
     match new {

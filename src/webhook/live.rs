@@ -16,6 +16,13 @@ pub struct LiveState {
 pub const STATUSES: [&str; 5] = ["IDLE", "PREPARING", "ACTIVE", "DISABLED", "DELETED"];
 
 /// Applies `event` to the stream `id` whose state was `prior`. A deleted stream stays deleted.
+/// The stream `id` as its events, in order-key order, make it (`None` without events).
+pub fn fold(id: &str, history: &[Event]) -> Option<LiveState> {
+    history
+        .iter()
+        .fold(None, |state, event| Some(step(state.as_ref(), id, event)))
+}
+
 pub fn step(prior: Option<&LiveState>, id: &str, event: &Event) -> LiveState {
     if let Some(prior) = prior.filter(|p| p.row.status == "DELETED") {
         return prior.clone();

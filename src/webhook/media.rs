@@ -38,6 +38,13 @@ const PROCESSING: [&str; 7] = [
 ];
 
 /// Applies `event` to the media `id` whose state was `prior`. A deleted media stays deleted.
+/// The media `id` as its events, in order-key order, make it (`None` without events).
+pub fn fold(id: &str, history: &[Event]) -> Option<MediaState> {
+    history
+        .iter()
+        .fold(None, |state, event| Some(step(state.as_ref(), id, event)))
+}
+
 pub fn step(prior: Option<&MediaState>, id: &str, event: &Event) -> MediaState {
     if let Some(prior) = prior.filter(|p| p.row.status == "DELETED") {
         return prior.clone();

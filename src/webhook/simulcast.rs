@@ -7,12 +7,24 @@
 use entity::simulcast_target;
 use serde_json::Value;
 
-use super::event::{Event, LIVE_STREAM_TYPES};
+use super::event::{EntityRef, Event, LIVE_STREAM_TYPES, Resolution, resolve};
 use super::fields::{self, set_bool, set_json};
 
 pub type TargetState = simulcast_target::Model;
 
 pub const STATUSES: [&str; 4] = ["IDLE", "STARTING", "BROADCASTING", "DELETED"];
+
+/// The target `id` as its own events and its parent stream's, in order-key order, make it. Each target
+/// event names its parent; the stream's events are about `parent`.
+pub fn fold(id: &str, parent: &str, history: &[Event]) -> Option<TargetState> {
+    history.iter().fold(None, |state, event| {
+        let parent = match resolve(&event.envelope) {
+            Resolution::Entity(EntityRef::SimulcastTarget { parent, .. }) => parent,
+            _ => parent.to_owned(),
+        };
+        step(state.as_ref(), id, &parent, event).or(state)
+    })
+}
 
 /// Applies `event` (a target event, or an event of the parent stream) to target `id`.
 /// `None` when the event does not concern this target.
