@@ -179,11 +179,20 @@ impl Metrics {
 
     /// Counts one GraphQL operation of `operation` type (`query`, `mutation`, `subscription`).
     pub fn graphql(&self, operation: &str, ok: bool) {
-        let outcome = if ok { "ok" } else { "error" };
-        self.0
-            .graphql_requests
-            .with_label_values(&[operation, outcome])
-            .inc();
+        self.graphql_outcomes(operation).count(ok);
+    }
+
+    /// The `ok` and `error` counters of `operation`, looked up once for a subscription's many results.
+    pub fn graphql_outcomes(&self, operation: &str) -> Outcomes {
+        let counter = |outcome| {
+            self.0
+                .graphql_requests
+                .with_label_values(&[operation, outcome])
+        };
+        Outcomes {
+            ok: counter("ok"),
+            error: counter("error"),
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -198,6 +207,18 @@ impl Metrics {
 
 /// Keeps a gauge one higher while it lives.
 pub struct GaugeGuard(IntGauge);
+
+/// The outcome counters of one GraphQL operation type.
+pub struct Outcomes {
+    ok: IntCounter,
+    error: IntCounter,
+}
+
+impl Outcomes {
+    pub fn count(&self, ok: bool) {
+        if ok { &self.ok } else { &self.error }.inc();
+    }
+}
 
 impl GaugeGuard {
     fn new(gauge: IntGauge) -> Self {

@@ -252,13 +252,13 @@ async fn handle(
                 Ok(shared) => shared,
                 Err(payload) => alone(state, session, payload),
             };
-            let metrics = state.metrics.clone();
-            let guard = metrics.subscription_started();
+            let guard = state.metrics.subscription_started();
+            let outcomes = state.metrics.graphql_outcomes(operation);
             let frames = frames.inspect(move |frame| {
                 let _running = &guard;
                 match frame.kind {
-                    FrameKind::Next { ok, .. } => metrics.graphql(operation, ok),
-                    FrameKind::Failed { .. } => metrics.graphql(operation, false),
+                    FrameKind::Next { ok, .. } => outcomes.count(ok),
+                    FrameKind::Failed { .. } => outcomes.count(false),
                     FrameKind::Complete => {}
                 }
             });
