@@ -22,6 +22,15 @@ pub struct Snapshot<M> {
     pub playback_ids: Arc<Vec<Playback>>,
 }
 
+impl<M> Snapshot<M> {
+    pub fn new(row: M, playback_ids: Vec<Playback>) -> Self {
+        Self {
+            row: Arc::new(row),
+            playback_ids: Arc::new(playback_ids),
+        }
+    }
+}
+
 /// The new state of one entity a change moved.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Moved {
@@ -33,14 +42,10 @@ pub enum Moved {
 impl From<Changed> for Moved {
     fn from(changed: Changed) -> Self {
         match changed {
-            Changed::Media(state) => Self::Media(Snapshot {
-                row: Arc::new(state.row),
-                playback_ids: Arc::new(state.playback_ids),
-            }),
-            Changed::LiveStream(state) => Self::LiveStream(Snapshot {
-                row: Arc::new(state.row),
-                playback_ids: Arc::new(state.playback_ids),
-            }),
+            Changed::Media(state) => Self::Media(Snapshot::new(state.row, state.playback_ids)),
+            Changed::LiveStream(state) => {
+                Self::LiveStream(Snapshot::new(state.row, state.playback_ids))
+            }
             Changed::SimulcastTarget(target) => Self::SimulcastTarget(Arc::new(target)),
         }
     }

@@ -1,7 +1,6 @@
 //! The streams behind the subscriptions: following one entity, or every change of one kind.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use async_graphql::Result;
 use entity::{live_stream, log_position, media, webhook_event};
@@ -79,10 +78,8 @@ macro_rules! watched {
                 $parent_of(moved)
             }
             async fn load(db: &DatabaseTransaction, id: &str) -> Result<Option<Self>, DbErr> {
-                Ok($load(db, id).await?.map(|state| Snapshot {
-                    row: Arc::new(state.row),
-                    playback_ids: Arc::new(state.playback_ids),
-                }))
+                let state = $load(db, id).await?;
+                Ok(state.map(|state| Snapshot::new(state.row, state.playback_ids)))
             }
             async fn owner_of(
                 db: &DatabaseConnection,
