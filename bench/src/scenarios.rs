@@ -10,6 +10,7 @@ use crate::db::{Backend, BenchDb, pg_synchronous_commit};
 use crate::load::{LoadConfig, LoadResult, closed_loop, http_client, post_expect};
 use crate::report::{Row, Target};
 use crate::server::{BaselineKind, Launch, Server, start_baseline, start_ours};
+use crate::stats::Latencies;
 
 /// The sizes of a run.
 #[derive(Clone, Debug)]
@@ -117,6 +118,17 @@ struct CpuMeter {
 }
 
 impl CpuMeter {
+    /// Runs `load` on `server`, with the server CPU it cost per answered request.
+    async fn measure(
+        server: &Server,
+        load: impl Future<Output = LoadResult>,
+    ) -> (LoadResult, Option<Cpu>) {
+        let meter = Self::start(server);
+        let result = load.await;
+        let cpu = meter.stop(server, result.total);
+        (result, cpu)
+    }
+
     fn start(server: &Server) -> Self {
         Self {
             cpu: server.cpu_time(),
@@ -143,28 +155,58 @@ fn cpu_note(what: &str, ours: Option<Cpu>, baseline: Option<Cpu>) -> String {
     }
 }
 
-fn signed_header(signature: String) -> [(&'static str, String); 1] {
-    [("fastpix-signature", signature)]
+/// Posts a signed webhook to `url` and expects it applied.
+async fn post_webhook(
+    client: &reqwest::Client,
+    url: &str,
+    (body, signature): (Vec<u8>, String),
+) -> Result<(), String> {
+    let headers = [("fastpix-signature", signature)];
+    post_expect(client, url, &headers, body, "\"applied\"").await
 }
 
 /// Sends signed, unique `video.media.created` webhooks (`n` from `first`) under `config`'s load.
-async fn send_webhooks(
-    server: &Server,
-    config: &LoadConfig,
-    first: u64,
-    expect: &'static str,
-) -> LoadResult {
+async fn send_webhooks(server: &Server, config: &LoadConfig, first: u64) -> LoadResult {
     let client = http_client(config.workers);
     let url = format!("{}/webhooks/fastpix", server.http());
     let bodies = Arc::new(MediaCreated::new());
     closed_loop(config, move |n| {
         let (client, url, bodies) = (client.clone(), url.clone(), bodies.clone());
-        async move {
-            let (body, signature) = bodies.signed(first + n);
-            post_expect(&client, &url, &signed_header(signature), body, expect).await
-        }
+        async move { post_webhook(&client, &url, bodies.signed(first + n)).await }
     })
     .await
+}
+
+/// Connects `clients` websockets of `role` to `url`, `sizes.connect_concurrency` at a time.
+async fn connect_crowd(
+    url: &str,
+    role: Role,
+    clients: usize,
+    statuses: Vec<&'static str>,
+    sizes: &Sizes,
+) -> Result<Crowd> {
+    Crowd::connect(
+        url,
+        role,
+        clients,
+        statuses,
+        sizes.connect_concurrency,
+        sizes.connect_timeout,
+    )
+    .await
+}
+
+/// A row of ours against the baseline at the `p`-th latency percentile, in ms.
+fn percentile_row(
+    scenario: &str,
+    measure: &str,
+    p: f64,
+    ours: &mut Latencies,
+    baseline: &mut Latencies,
+    target: Target,
+) -> Row {
+    let (ours, baseline) = (ours.percentile_ms(p), baseline.percentile_ms(p));
+    Row::new(scenario, measure, "ms", ours, baseline, target)
 }
 
 /// Ingest on one database kind: fastpix-sync and the bare-handler baseline.
@@ -194,17 +236,14 @@ pub async fn ingest(
         &format!("ingest-{label}"),
     )
     .await?;
-    let meter = CpuMeter::start(&server);
-    let baseline = send_webhooks(&server, config, 0, "\"applied\"").await;
-    let baseline_cpu = meter.stop(&server, baseline.total);
+    let (baseline, baseline_cpu) =
+        CpuMeter::measure(&server, send_webhooks(&server, config, 0)).await;
     server.stop().await;
     db.remove().await;
 
     let db = BenchDb::create(backend).await?;
     let server = start_ours(launch, &db.url, &format!("ingest-{label}")).await?;
-    let meter = CpuMeter::start(&server);
-    let ours = send_webhooks(&server, config, 0, "\"applied\"").await;
-    let ours_cpu = meter.stop(&server, ours.total);
+    let (ours, ours_cpu) = CpuMeter::measure(&server, send_webhooks(&server, config, 0)).await;
     let durability = match backend {
         Backend::Postgres { .. } => pg_synchronous_commit(&db.url).await.ok(),
         Backend::Sqlite => Some("WAL, synchronous=FULL".into()),
@@ -222,31 +261,31 @@ pub async fn ingest(
     })
 }
 
-fn errors_note(ours: &LoadResult, baseline: &LoadResult) -> Option<String> {
-    if ours.errors == 0 && baseline.errors == 0 {
-        return None;
+/// The requests/s row of a load on both sides, with `note` and then the failed requests, if any.
+fn rate_row(
+    scenario: &str,
+    measure: impl Into<String>,
+    ours: &LoadResult,
+    baseline: &LoadResult,
+    target: Target,
+    mut note: String,
+) -> Row {
+    if ours.errors > 0 || baseline.errors > 0 {
+        note.push_str(&format!(
+            "; errors: ours {} (first: {}), baseline {} (first: {})",
+            ours.errors,
+            ours.first_error.as_deref().unwrap_or("-"),
+            baseline.errors,
+            baseline.first_error.as_deref().unwrap_or("-")
+        ));
     }
-    Some(format!(
-        "errors: ours {} (first: {}), baseline {} (first: {})",
-        ours.errors,
-        ours.first_error.as_deref().unwrap_or("-"),
-        baseline.errors,
-        baseline.first_error.as_deref().unwrap_or("-")
-    ))
+    Row::new(scenario, measure, "/s", ours.rate, baseline.rate, target).with_note(note)
 }
 
 impl IngestOutcome {
     pub fn rows(&mut self) -> Vec<Row> {
         let scenario = format!("ingest, {}", self.backend.label());
-        let mut rate = Row::new(
-            &scenario,
-            format!("webhooks/s at {} senders", self.senders),
-            "/s",
-            self.ours.rate,
-            self.baseline.rate,
-            Target::RatioAtLeast(0.7),
-        );
-        let mut note = format!(
+        let note = format!(
             "{} and {} webhooks acked in {:.1} s and {:.1} s; {}; {}",
             self.ours.ok,
             self.baseline.ok,
@@ -255,26 +294,24 @@ impl IngestOutcome {
             self.durability.as_deref().unwrap_or(""),
             cpu_note("webhook", self.ours_cpu, self.baseline_cpu),
         );
-        if let Some(errors) = errors_note(&self.ours, &self.baseline) {
-            note = format!("{note}; {errors}");
-        }
-        rate = rate.with_note(note);
+        let rate = rate_row(
+            &scenario,
+            format!("webhooks/s at {} senders", self.senders),
+            &self.ours,
+            &self.baseline,
+            Target::RatioAtLeast(0.7),
+            note,
+        );
+        let (ours, baseline) = (&mut self.ours.latencies, &mut self.baseline.latencies);
         vec![
             rate,
-            Row::new(
-                &scenario,
-                "ack p50",
-                "ms",
-                self.ours.latencies.p50_ms(),
-                self.baseline.latencies.p50_ms(),
-                Target::None,
-            ),
-            Row::new(
+            percentile_row(&scenario, "ack p50", 50.0, ours, baseline, Target::None),
+            percentile_row(
                 &scenario,
                 "ack p99",
-                "ms",
-                self.ours.latencies.p99_ms(),
-                self.baseline.latencies.p99_ms(),
+                99.0,
+                ours,
+                baseline,
                 Target::AtMost(50.0),
             ),
         ]
@@ -335,13 +372,12 @@ pub async fn fanout(
         &format!("fanout-{subscribers}"),
     )
     .await?;
-    let crowd = Crowd::connect(
+    let crowd = connect_crowd(
         &server.ws("/ws"),
         Role::Bare,
         subscribers,
         statuses.clone(),
-        sizes.connect_concurrency,
-        sizes.connect_timeout,
+        sizes,
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -362,38 +398,22 @@ pub async fn fanout(
     let server = start_ours(launch, &db.url, &format!("fanout-{subscribers}")).await?;
     let events = LiveEvents::new(subscribers as u64);
     let webhook = format!("{}/webhooks/fastpix", server.http());
-    let (body, signature) = events.created();
-    post_expect(
-        &client,
-        &webhook,
-        &signed_header(signature),
-        body,
-        "\"applied\"",
-    )
-    .await?;
-    let crowd = Crowd::connect(
+    post_webhook(&client, &webhook, events.created()).await?;
+    let crowd = connect_crowd(
         &server.ws("/graphql"),
         Role::Subscriber {
             stream_id: events.stream_id(),
         },
         subscribers,
         statuses.clone(),
-        sizes.connect_concurrency,
-        sizes.connect_timeout,
+        sizes,
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let meter = CpuMeter::start(&server);
     let sent = drive_changes(&crowd, changes, async |k| {
         let (body, signature, _) = events.change(k as u64);
-        post_expect(
-            &client,
-            &webhook,
-            &signed_header(signature),
-            body,
-            "\"applied\"",
-        )
-        .await
+        post_webhook(&client, &webhook, (body, signature)).await
     })
     .await;
     let ours_cpu = meter.stop(&server, changes as u64);
@@ -443,21 +463,22 @@ impl FanoutOutcome {
                 self.ours.unexpected, self.baseline.unexpected
             ));
         }
+        let (ours, baseline) = (&mut self.ours.latencies, &mut self.baseline.latencies);
         vec![
-            Row::new(
+            percentile_row(
                 &scenario,
                 "POST → frame p50",
-                "ms",
-                self.ours.latencies.p50_ms(),
-                self.baseline.latencies.p50_ms(),
+                50.0,
+                ours,
+                baseline,
                 Target::None,
             ),
-            Row::new(
+            percentile_row(
                 &scenario,
                 "POST → frame p99",
-                "ms",
-                self.ours.latencies.p99_ms(),
-                self.baseline.latencies.p99_ms(),
+                99.0,
+                ours,
+                baseline,
                 p99_target,
             )
             .with_note(note),
@@ -507,15 +528,7 @@ pub struct IdleOutcome {
 async fn hold_idle(server: &Server, url: &str, role: Role, sizes: &Sizes) -> Result<IdleSide> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server.own_process.then(|| server.rss_kib()).flatten();
-    let crowd = Crowd::connect(
-        url,
-        role,
-        sizes.idle,
-        Vec::new(),
-        sizes.connect_concurrency,
-        sizes.connect_timeout,
-    )
-    .await?;
+    let crowd = connect_crowd(url, role, sizes.idle, Vec::new(), sizes).await?;
     tokio::time::sleep(sizes.idle_settle).await;
     let after = server.own_process.then(|| server.rss_kib()).flatten();
     let open = crowd.open();
@@ -537,18 +550,8 @@ async fn idle_ours(launch: &Launch, sizes: &Sizes, subscribe: bool) -> Result<Id
     };
     let server = start_ours(launch, &db.url, label).await?;
     let events = LiveEvents::new(1);
-    let (body, signature) = events.created();
-    let client = http_client(1);
     let webhook = format!("{}/webhooks/fastpix", server.http());
-    let side = match post_expect(
-        &client,
-        &webhook,
-        &signed_header(signature),
-        body,
-        "\"applied\"",
-    )
-    .await
-    {
+    let side = match post_webhook(&http_client(1), &webhook, events.created()).await {
         Ok(()) => {
             let role = if subscribe {
                 Role::Subscriber {
@@ -662,7 +665,7 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
         duration: Duration::from_secs(120),
         max_requests: media,
     };
-    let seeded = send_webhooks(server, &seed, 0, "\"applied\"").await;
+    let seeded = send_webhooks(server, &seed, 0).await;
     if seeded.ok != media {
         return Err(format!(
             "seeding {media} media: {} acked ({:?})",
@@ -674,26 +677,22 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
     let url = Arc::new(format!("{}/graphql", server.http()));
     let client = http_client(config.workers);
     let (c, u) = (client.clone(), url.clone());
-    let meter = CpuMeter::start(server);
-    let baseline = closed_loop(config, move |_| {
+    let typename = closed_loop(config, move |_| {
         let (client, url) = (c.clone(), u.clone());
         async move {
             let body = br#"{"query":"{ __typename }"}"#.to_vec();
             post_expect(&client, &url, &[], body, r#""__typename":"Query""#).await
         }
-    })
-    .await;
-    let baseline_cpu = meter.stop(server, baseline.total);
-    let meter = CpuMeter::start(server);
-    let ours = closed_loop(config, move |n| {
+    });
+    let (baseline, baseline_cpu) = CpuMeter::measure(server, typename).await;
+    let by_playback_id = closed_loop(config, move |n| {
         let (client, url) = (client.clone(), url.clone());
         async move {
             let body = media_query(n % media);
             post_expect(&client, &url, &[], body, r#""mediaByPlaybackId":{"id""#).await
         }
-    })
-    .await;
-    let ours_cpu = meter.stop(server, ours.total);
+    });
+    let (ours, ours_cpu) = CpuMeter::measure(server, by_playback_id).await;
     Ok(QueryOutcome {
         connections: config.workers,
         media,
@@ -707,34 +706,25 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
 impl QueryOutcome {
     pub fn rows(&mut self) -> Vec<Row> {
         let scenario = format!("query, {} connections", self.connections);
-        let mut note = format!(
+        let note = format!(
             "`mediaByPlaybackId` over {} media vs `{{ __typename }}`; {} and {} answered; {}",
             self.media,
             self.ours.ok,
             self.baseline.ok,
             cpu_note("request", self.ours_cpu, self.baseline_cpu)
         );
-        if let Some(errors) = errors_note(&self.ours, &self.baseline) {
-            note = format!("{note}; {errors}");
-        }
+        let rate = rate_row(
+            &scenario,
+            "requests/s",
+            &self.ours,
+            &self.baseline,
+            Target::RatioAtLeast(0.5),
+            note,
+        );
+        let (ours, baseline) = (&mut self.ours.latencies, &mut self.baseline.latencies);
         vec![
-            Row::new(
-                &scenario,
-                "requests/s",
-                "/s",
-                self.ours.rate,
-                self.baseline.rate,
-                Target::RatioAtLeast(0.5),
-            )
-            .with_note(note),
-            Row::new(
-                &scenario,
-                "p99",
-                "ms",
-                self.ours.latencies.p99_ms(),
-                self.baseline.latencies.p99_ms(),
-                Target::None,
-            ),
+            rate,
+            percentile_row(&scenario, "p99", 99.0, ours, baseline, Target::None),
         ]
     }
 }

@@ -202,6 +202,30 @@ async fn spawn_child(mut make: impl FnMut(SocketAddr) -> Command, log: PathBuf) 
     Err(format!("cannot start {}: {last_error}", log.display()).into())
 }
 
+/// Runs the server `serve` makes (given the signal to shut down) as a task of this process, and waits
+/// until it answers on `addr`.
+async fn spawn_task<F>(
+    addr: SocketAddr,
+    serve: impl FnOnce(oneshot::Receiver<()>) -> F,
+) -> Result<Server>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let join = tokio::spawn(serve(stopped));
+    wait_healthy(addr, &mut None).await?;
+    Ok(Server {
+        addr,
+        pid: std::process::id(),
+        own_process: false,
+        log: None,
+        running: Running::Task {
+            stop: Some(stop),
+            join,
+        },
+    })
+}
+
 /// Starts fastpix-sync on `database_url` with the benchmark's signing secret.
 pub async fn start_ours(launch: &Launch, database_url: &str, label: &str) -> Result<Server> {
     match launch {
@@ -234,25 +258,14 @@ pub async fn start_ours(launch: &Launch, database_url: &str, label: &str) -> Res
             settings.webhook_secret = Some(SECRET.to_owned());
             let app = Application::build(&settings).await?;
             let addr = app.local_addr();
-            let (stop, stopped) = oneshot::channel::<()>();
-            let join = tokio::spawn(async move {
+            spawn_task(addr, |stopped| async move {
                 let _ = app
                     .run_until(async {
                         let _ = stopped.await;
                     })
                     .await;
-            });
-            wait_healthy(addr, &mut None).await?;
-            Ok(Server {
-                addr,
-                pid: std::process::id(),
-                own_process: false,
-                log: None,
-                running: Running::Task {
-                    stop: Some(stop),
-                    join,
-                },
             })
+            .await
         }
     }
 }
@@ -286,12 +299,11 @@ pub async fn start_baseline(launch: &Launch, kind: &BaselineKind, label: &str) -
         Launch::InProcess => {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            let (stop, stopped) = oneshot::channel::<()>();
-            let shutdown = async {
-                let _ = stopped.await;
-            };
             let kind = kind.clone();
-            let join = tokio::spawn(async move {
+            spawn_task(addr, |stopped| async move {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
                 let result = match kind {
                     BaselineKind::Ingest { database_url } => {
                         crate::baseline::serve_ingest(listener, &database_url, shutdown).await
@@ -301,18 +313,8 @@ pub async fn start_baseline(launch: &Launch, kind: &BaselineKind, label: &str) -
                 if let Err(e) = result {
                     eprintln!("baseline server: {e}");
                 }
-            });
-            wait_healthy(addr, &mut None).await?;
-            Ok(Server {
-                addr,
-                pid: std::process::id(),
-                own_process: false,
-                log: None,
-                running: Running::Task {
-                    stop: Some(stop),
-                    join,
-                },
             })
+            .await
         }
     }
 }

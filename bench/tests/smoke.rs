@@ -4,6 +4,7 @@
 //! `cargo run --release -p bench -- all`.
 
 use bench::db::Backend;
+use bench::load::LoadResult;
 use bench::scenarios::{self, Sizes};
 use bench::server::Launch;
 
@@ -11,25 +12,27 @@ fn sane_latency(ms: f64) -> bool {
     ms.is_finite() && ms > 0.0 && ms < 10_000.0
 }
 
-async fn ingest_on(backend: Backend) {
-    let sizes = Sizes::smoke();
-    let mut outcome = scenarios::ingest(&Launch::InProcess, &backend, &sizes.ingest)
-        .await
-        .expect("the ingest scenario runs");
-    for (name, result) in [
-        ("ours", &mut outcome.ours),
-        ("baseline", &mut outcome.baseline),
-    ] {
+/// Both sides answered all `requests` as expected, at a rate and with latencies that make sense.
+fn assert_all_answered(ours: &mut LoadResult, baseline: &mut LoadResult, requests: u64) {
+    for (name, result) in [("ours", ours), ("baseline", baseline)] {
         assert_eq!(
             (result.ok, result.errors),
-            (20, 0),
-            "{name} acked every webhook: {:?}",
+            (requests, 0),
+            "{name} answered every request: {:?}",
             result.first_error
         );
         assert!(result.rate > 0.0, "{name} rate");
         assert!(sane_latency(result.latencies.p50_ms()), "{name} p50");
         assert!(sane_latency(result.latencies.p99_ms()), "{name} p99");
     }
+}
+
+async fn ingest_on(backend: Backend) {
+    let sizes = Sizes::smoke();
+    let mut outcome = scenarios::ingest(&Launch::InProcess, &backend, &sizes.ingest)
+        .await
+        .expect("the ingest scenario runs");
+    assert_all_answered(&mut outcome.ours, &mut outcome.baseline, 20);
     let rows = outcome.rows();
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r.ratio().is_some()));
@@ -94,17 +97,5 @@ async fn queries_answer() {
     let mut outcome = scenarios::query(&Launch::InProcess, &sizes)
         .await
         .expect("the query scenario runs");
-    for (name, result) in [
-        ("ours", &mut outcome.ours),
-        ("baseline", &mut outcome.baseline),
-    ] {
-        assert_eq!(
-            (result.ok, result.errors),
-            (20, 0),
-            "{name}: {:?}",
-            result.first_error
-        );
-        assert!(result.rate > 0.0);
-        assert!(sane_latency(result.latencies.p99_ms()), "{name} p99");
-    }
+    assert_all_answered(&mut outcome.ours, &mut outcome.baseline, 20);
 }
