@@ -9,6 +9,7 @@ use sea_orm::{
 use crate::store::{entities, events};
 use crate::webhook::apply::{Locking, apply};
 use crate::webhook::event::{Resolution, resolve};
+use crate::webhook::working::Working;
 
 /// Counts of what a replay did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -36,19 +37,20 @@ pub async fn replay(db: &DatabaseConnection) -> Result<Replayed, DbErr> {
         .order_by_asc(webhook_event::Column::EventId)
         .paginate(&txn, 500);
     while let Some(rows) = pages.fetch_and_next().await? {
+        // Each page's changes are written together.
+        let mut working = Working::new(&txn, Locking::Held);
         for row in &rows {
             replayed.events += 1;
             let Some(event) = events::to_event(row) else {
                 continue;
             };
             if let Resolution::Entity(entity) = resolve(&event.envelope)
-                && apply(&txn, &entity, &event, Locking::Held)
-                    .await?
-                    .primary_changed
+                && apply(&mut working, &entity, &event).await?.primary_changed
             {
                 replayed.applied += 1;
             }
         }
+        working.flush().await?;
     }
     txn.commit().await?;
     Ok(replayed)

@@ -2,9 +2,11 @@
 
 use entity::{live_stream, media, playback_id, simulcast_target};
 use sea_orm::sea_query::OnConflict;
+use std::collections::HashMap;
+
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, IdenStatic,
+    IntoActiveModel, Iterable, PrimaryKeyToColumn, QueryFilter, QueryOrder,
 };
 
 use crate::webhook::fields::Playback;
@@ -12,101 +14,115 @@ use crate::webhook::live::LiveState;
 use crate::webhook::media::MediaState;
 use crate::webhook::simulcast::TargetState;
 
-/// Which owner column a playback id points through.
-#[derive(Clone, Copy)]
-enum Owner<'a> {
+/// The owner of a list of playback ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Owner<'a> {
     Media(&'a str),
     LiveStream(&'a str),
 }
 
-impl Owner<'_> {
-    fn column(self) -> (playback_id::Column, String) {
+impl<'a> Owner<'a> {
+    fn id(self) -> String {
         match self {
-            Owner::Media(id) => (playback_id::Column::MediaId, id.to_owned()),
-            Owner::LiveStream(id) => (playback_id::Column::LiveStreamId, id.to_owned()),
+            Owner::Media(id) | Owner::LiveStream(id) => id.to_owned(),
         }
+    }
+
+    /// The rows of `list` as this owner's playback ids, in list order.
+    pub fn rows<'l>(
+        self,
+        list: &'l [Playback],
+    ) -> impl Iterator<Item = playback_id::Model> + use<'l, 'a> {
+        list.iter()
+            .enumerate()
+            .map(move |(position, playback)| playback_id::Model {
+                id: playback.id.clone(),
+                media_id: matches!(self, Owner::Media(_)).then(|| self.id()),
+                live_stream_id: matches!(self, Owner::LiveStream(_)).then(|| self.id()),
+                access_policy: playback.access_policy.clone(),
+                position: i32::try_from(position).unwrap_or(i32::MAX),
+            })
     }
 }
 
-async fn load_playback_ids(
+/// The playback ids of the owners `ids` (all media, or all live streams, as `column` says), by owner.
+async fn load_playback_lists(
     db: &impl ConnectionTrait,
-    owner: Owner<'_>,
-) -> Result<Vec<Playback>, DbErr> {
-    let (column, id) = owner.column();
+    column: playback_id::Column,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Vec<Playback>>, DbErr> {
+    let mut lists: HashMap<String, Vec<Playback>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(lists);
+    }
     let rows = playback_id::Entity::find()
-        .filter(column.eq(id))
+        .filter(column.is_in(ids))
         .order_by_asc(playback_id::Column::Position)
         .all(db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Playback {
+    for row in rows {
+        let Some(owner) = row.media_id.or(row.live_stream_id) else {
+            continue;
+        };
+        lists.entry(owner).or_default().push(Playback {
             id: row.id,
             access_policy: row.access_policy,
-        })
-        .collect())
+        });
+    }
+    Ok(lists)
 }
 
-/// Replaces an owner's playback ids. A playback id is unique: if another owner had it, it moves.
-/// A new owner (`is_new`: its row did not exist) has no playback ids to delete, since they are only
-/// saved with their owner's row.
-async fn save_playback_ids(
-    db: &impl ConnectionTrait,
-    owner: Owner<'_>,
-    list: &[Playback],
-    is_new: bool,
-) -> Result<(), DbErr> {
-    let (column, id) = owner.column();
-    if !is_new {
-        playback_id::Entity::delete_many()
-            .filter(column.eq(id))
-            .exec(db)
-            .await?;
-    }
-    for (position, playback) in list.iter().enumerate() {
-        let row = playback_id::Model {
-            id: playback.id.clone(),
-            media_id: matches!(owner, Owner::Media(_)).then(|| id_of(owner)),
-            live_stream_id: matches!(owner, Owner::LiveStream(_)).then(|| id_of(owner)),
-            access_policy: playback.access_policy.clone(),
-            position: i32::try_from(position).unwrap_or(i32::MAX),
-        };
-        playback_id::Entity::insert(row.into_active_model().reset_all())
-            .on_conflict(
-                OnConflict::column(playback_id::Column::Id)
-                    .update_columns([
-                        playback_id::Column::MediaId,
-                        playback_id::Column::LiveStreamId,
-                        playback_id::Column::AccessPolicy,
-                        playback_id::Column::Position,
-                    ])
-                    .to_owned(),
-            )
-            .exec(db)
-            .await?;
-    }
-    Ok(())
-}
-
-fn id_of(owner: Owner<'_>) -> String {
-    match owner {
-        Owner::Media(id) | Owner::LiveStream(id) => id.to_owned(),
-    }
-}
-
-/// Writes a whole row: insert when it is new, else update every column.
-async fn save_row<A>(db: &impl ConnectionTrait, model: A, is_new: bool) -> Result<(), DbErr>
+/// Inserts `models`, or updates every column of those whose primary key is stored: one statement.
+pub async fn upsert<E>(db: &impl ConnectionTrait, models: Vec<E::Model>) -> Result<(), DbErr>
 where
-    A: ActiveModelTrait + sea_orm::ActiveModelBehavior + Send,
-    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    E: EntityTrait,
+    E::Model: IntoActiveModel<E::ActiveModel>,
 {
-    let active = model.reset_all();
-    if is_new {
-        A::Entity::insert(active).exec_without_returning(db).await?;
-    } else {
-        active.update(db).await?;
+    if models.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let keys: Vec<E::Column> = E::PrimaryKey::iter()
+        .map(PrimaryKeyToColumn::into_column)
+        .collect();
+    let others: Vec<E::Column> = E::Column::iter()
+        .filter(|c| keys.iter().all(|k| k.as_str() != c.as_str()))
+        .collect();
+    E::insert_many(
+        models
+            .into_iter()
+            .map(|model| model.into_active_model().reset_all()),
+    )
+    .on_conflict(OnConflict::columns(keys).update_columns(others).to_owned())
+    .exec_without_returning(db)
+    .await
+    .map(drop)
+}
+
+/// Deletes the playback ids of `owners`, to save their new lists with [`upsert`]. (A playback id is
+/// unique: if another owner has one of them, the upsert moves it.)
+pub async fn delete_playback_ids(
+    db: &impl ConnectionTrait,
+    owners: &[Owner<'_>],
+) -> Result<(), DbErr> {
+    let (mut media, mut live) = (Vec::new(), Vec::new());
+    for owner in owners {
+        match owner {
+            Owner::Media(id) => media.push((*id).to_owned()),
+            Owner::LiveStream(id) => live.push((*id).to_owned()),
+        }
+    }
+    if media.is_empty() && live.is_empty() {
+        return Ok(());
+    }
+    playback_id::Entity::delete_many()
+        .filter(
+            playback_id::Column::MediaId
+                .is_in(media)
+                .or(playback_id::Column::LiveStreamId.is_in(live)),
+        )
+        .exec(db)
+        .await
+        .map(drop)
 }
 
 /// The stored row of a playback id: which media or stream plays it, if it is known.
@@ -118,59 +134,71 @@ pub async fn find_playback(
 }
 
 pub async fn load_media(db: &impl ConnectionTrait, id: &str) -> Result<Option<MediaState>, DbErr> {
-    let Some(row) = media::Entity::find_by_id(id).one(db).await? else {
-        return Ok(None);
-    };
-    let playback_ids = load_playback_ids(db, Owner::Media(id)).await?;
-    Ok(Some(MediaState { row, playback_ids }))
+    Ok(load_media_many(db, vec![id.to_owned()]).await?.pop())
 }
 
-pub async fn save_media(
+/// The media among `ids` that are stored, with their playback ids: two queries at most.
+pub async fn load_media_many(
     db: &impl ConnectionTrait,
-    old: Option<&MediaState>,
-    new: &MediaState,
-) -> Result<(), DbErr> {
-    if old.map(|o| &o.row) != Some(&new.row) {
-        save_row(db, new.row.clone().into_active_model(), old.is_none()).await?;
+    ids: Vec<String>,
+) -> Result<Vec<MediaState>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    if old.map(|o| &o.playback_ids) != Some(&new.playback_ids) {
-        save_playback_ids(
-            db,
-            Owner::Media(&new.row.id),
-            &new.playback_ids,
-            old.is_none(),
-        )
+    let rows = media::Entity::find()
+        .filter(media::Column::Id.is_in(ids))
+        .all(db)
         .await?;
-    }
-    Ok(())
+    let owners = rows.iter().map(|row| row.id.clone()).collect();
+    let mut lists = load_playback_lists(db, playback_id::Column::MediaId, owners).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| MediaState {
+            playback_ids: lists.remove(&row.id).unwrap_or_default(),
+            row,
+        })
+        .collect())
 }
 
 pub async fn load_live(db: &impl ConnectionTrait, id: &str) -> Result<Option<LiveState>, DbErr> {
-    let Some(row) = live_stream::Entity::find_by_id(id).one(db).await? else {
-        return Ok(None);
-    };
-    let playback_ids = load_playback_ids(db, Owner::LiveStream(id)).await?;
-    Ok(Some(LiveState { row, playback_ids }))
+    Ok(load_live_many(db, vec![id.to_owned()]).await?.pop())
 }
 
-pub async fn save_live(
+/// The live streams among `ids` that are stored, with their playback ids: two queries at most.
+pub async fn load_live_many(
     db: &impl ConnectionTrait,
-    old: Option<&LiveState>,
-    new: &LiveState,
-) -> Result<(), DbErr> {
-    if old.map(|o| &o.row) != Some(&new.row) {
-        save_row(db, new.row.clone().into_active_model(), old.is_none()).await?;
+    ids: Vec<String>,
+) -> Result<Vec<LiveState>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    if old.map(|o| &o.playback_ids) != Some(&new.playback_ids) {
-        save_playback_ids(
-            db,
-            Owner::LiveStream(&new.row.id),
-            &new.playback_ids,
-            old.is_none(),
-        )
+    let rows = live_stream::Entity::find()
+        .filter(live_stream::Column::Id.is_in(ids))
+        .all(db)
         .await?;
+    let owners = rows.iter().map(|row| row.id.clone()).collect();
+    let mut lists = load_playback_lists(db, playback_id::Column::LiveStreamId, owners).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| LiveState {
+            playback_ids: lists.remove(&row.id).unwrap_or_default(),
+            row,
+        })
+        .collect())
+}
+
+/// The simulcast targets among `ids` that are stored: one query.
+pub async fn load_targets(
+    db: &impl ConnectionTrait,
+    ids: Vec<String>,
+) -> Result<Vec<TargetState>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    simulcast_target::Entity::find()
+        .filter(simulcast_target::Column::Id.is_in(ids))
+        .all(db)
+        .await
 }
 
 pub async fn load_target(
@@ -178,14 +206,6 @@ pub async fn load_target(
     id: &str,
 ) -> Result<Option<TargetState>, DbErr> {
     simulcast_target::Entity::find_by_id(id).one(db).await
-}
-
-pub async fn save_target(
-    db: &impl ConnectionTrait,
-    old: Option<&TargetState>,
-    new: &TargetState,
-) -> Result<(), DbErr> {
-    save_row(db, new.clone().into_active_model(), old.is_none()).await
 }
 
 /// The simulcast targets of a stream, in id order.

@@ -1,40 +1,51 @@
 //! The event log (`webhook_event`).
 
+use std::collections::{HashMap, HashSet};
+
 use entity::{log_position, webhook_event};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::sea_query::{CaseStatement, Expr, OnConflict};
+use sea_orm::sea_query::{CaseStatement, Expr, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    Statement,
+    QueryTrait, Statement,
 };
 
 use crate::webhook::envelope::Envelope;
 use crate::webhook::event::{Event, OrderKey};
 
-/// Stores `row` (its `seq` and `position` are ignored) unless its event id is already stored.
-/// Returns the new row's `seq`, or `None` for a duplicate delivery.
-pub async fn insert(
+/// Stores, in one statement, the rows whose event id is not stored yet (their `seq` and `position` are
+/// ignored; of rows sharing an event id, the first). Returns the `seq` of each row stored, by event id: a
+/// row missing from it is a duplicate delivery.
+pub async fn insert_new<'r>(
     db: &impl ConnectionTrait,
-    row: &webhook_event::Model,
-) -> Result<Option<i64>, DbErr> {
-    let mut active = row.clone().into_active_model().reset_all();
-    active.seq = NotSet;
-    active.position = Set(None);
-    let result = webhook_event::Entity::insert(active)
-        .on_conflict(
-            OnConflict::column(webhook_event::Column::EventId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec(db)
-        .await;
-    match result {
-        Ok(inserted) => Ok(Some(inserted.last_insert_id)),
-        Err(DbErr::RecordNotInserted) => Ok(None),
-        Err(e) => Err(e),
+    rows: impl IntoIterator<Item = &'r webhook_event::Model>,
+) -> Result<HashMap<String, i64>, DbErr> {
+    use webhook_event::Column as C;
+    let mut ids = HashSet::new();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|row| ids.insert(row.event_id.as_str()))
+        .map(|row| {
+            let mut active = row.clone().into_active_model().reset_all();
+            active.seq = NotSet;
+            active.position = Set(None);
+            active
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(HashMap::new());
     }
+    let mut insert = webhook_event::Entity::insert_many(rows)
+        .on_conflict(OnConflict::column(C::EventId).do_nothing().to_owned())
+        .into_query();
+    insert.returning(Query::returning().columns([C::Seq, C::EventId]));
+    db.query_all(&insert)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("", "event_id")?, row.try_get("", "seq")?)))
+        .collect()
 }
 
 /// Gives the events stored in this transaction (`seqs`, in the order they were stored) their cursor

@@ -13,13 +13,37 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 /// On PostgreSQL an instance's own writers split entities between them, so this lock is what orders
 /// instances.
 pub async fn lock_entity(db: &impl ConnectionTrait, kind: &str, id: &str) -> Result<(), DbErr> {
+    lock_entities(db, [lock_key(kind, id)]).await
+}
+
+/// The name of an entity's lock: `kind:id`. Sorting these names orders streams before their targets.
+pub fn lock_key(kind: &str, id: &str) -> String {
+    format!("{kind}:{id}")
+}
+
+/// Takes the locks named `keys` (see [`lock_key`]), in the order given, in one statement.
+pub async fn lock_entities(
+    db: &impl ConnectionTrait,
+    keys: impl IntoIterator<Item = String>,
+) -> Result<(), DbErr> {
     if db.get_database_backend() != DbBackend::Postgres {
         return Ok(());
     }
+    let keys: Vec<sea_orm::Value> = keys.into_iter().map(Into::into).collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // A `VALUES` list is scanned in order, so the locks are taken in the order given.
+    let rows = (1..=keys.len())
+        .map(|n| format!("(${n})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        [format!("{kind}:{id}").into()],
+        format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (VALUES {rows}) AS locks (k)"
+        ),
+        keys,
     ))
     .await
     .map(drop)

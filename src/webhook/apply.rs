@@ -12,7 +12,7 @@ use super::fields;
 use super::live::{self, LiveState};
 use super::media::{self, MediaState};
 use super::simulcast::{self, TargetState, listed_targets};
-use crate::store::{entities, events, lock_entity};
+use super::working::Working;
 
 /// An entity's new state after an event changed it.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,40 +37,28 @@ pub enum Locking {
     Held,
 }
 
-async fn lock(
-    db: &impl ConnectionTrait,
-    locking: Locking,
-    kind: &str,
-    id: &str,
-) -> Result<(), DbErr> {
-    match locking {
-        Locking::PerEntity => lock_entity(db, kind, id).await,
-        Locking::Held => Ok(()),
-    }
-}
-
-/// Applies `event` to `entity` and to the entities it drags along (a stream's simulcast targets).
-pub async fn apply(
-    db: &impl ConnectionTrait,
+/// Applies `event` to `entity` and to the entities it drags along (a stream's simulcast targets), in the
+/// transaction's working set (written by [`Working::flush`]).
+pub async fn apply<C: ConnectionTrait>(
+    w: &mut Working<'_, C>,
     entity: &EntityRef,
     event: &Event,
-    locking: Locking,
 ) -> Result<Applied, DbErr> {
     let mut applied = Applied::default();
     match entity {
         EntityRef::Media(id) => {
-            if let Some(state) = apply_media(db, id, event, locking).await? {
+            if let Some(state) = apply_media(w, id, event).await? {
                 applied.primary_changed = true;
                 applied.changes.push(Changed::Media(state));
             }
         }
         EntityRef::LiveStream(id) => {
-            if let Some(state) = apply_live(db, id, event, locking).await? {
+            if let Some(state) = apply_live(w, id, event).await? {
                 applied.primary_changed = true;
                 applied.changes.push(Changed::LiveStream(state));
             }
-            for target in targets_touched(db, id, event).await? {
-                if let Some(state) = apply_target(db, &target, id, event, locking).await? {
+            for target in targets_touched(w, id, event).await? {
+                if let Some(state) = apply_target(w, &target, id, event).await? {
                     applied.changes.push(Changed::SimulcastTarget(state));
                 }
             }
@@ -78,8 +66,8 @@ pub async fn apply(
         EntityRef::SimulcastTarget { id, parent } => {
             // Locks in the same order as a stream event (stream, then its targets), so that a target
             // created now and its parent's concurrent `idle` see each other.
-            lock(db, locking, "live_stream", parent).await?;
-            if let Some(state) = apply_target(db, id, parent, event, locking).await? {
+            w.lock("live_stream", parent).await?;
+            if let Some(state) = apply_target(w, id, parent, event).await? {
                 applied.primary_changed = true;
                 applied.changes.push(Changed::SimulcastTarget(state));
             }
@@ -92,17 +80,16 @@ fn is_late(row_key: OrderKey, event: &Event) -> bool {
     row_key > event.key
 }
 
-async fn apply_media(
-    db: &impl ConnectionTrait,
+async fn apply_media<C: ConnectionTrait>(
+    w: &mut Working<'_, C>,
     id: &str,
     event: &Event,
-    locking: Locking,
 ) -> Result<Option<MediaState>, DbErr> {
-    lock(db, locking, "media", id).await?;
-    let old = entities::load_media(db, id).await?;
+    w.lock("media", id).await?;
+    let old = w.media(id).await?;
     let new = match &old {
         Some(o) if is_late(key(&o.row.last_event_ns, &o.row.last_event_id), event) => {
-            let history = events::history(db, "media", id, None).await?;
+            let history = w.history("media", id, None).await?;
             media::fold(id, &history).unwrap_or_else(|| o.clone())
         }
         _ => media::step(old.as_ref(), id, event),
@@ -110,21 +97,20 @@ async fn apply_media(
     if old.as_ref() == Some(&new) {
         return Ok(None);
     }
-    entities::save_media(db, old.as_ref(), &new).await?;
+    w.set_media(new.clone());
     Ok(Some(new))
 }
 
-async fn apply_live(
-    db: &impl ConnectionTrait,
+async fn apply_live<C: ConnectionTrait>(
+    w: &mut Working<'_, C>,
     id: &str,
     event: &Event,
-    locking: Locking,
 ) -> Result<Option<LiveState>, DbErr> {
-    lock(db, locking, "live_stream", id).await?;
-    let old = entities::load_live(db, id).await?;
+    w.lock("live_stream", id).await?;
+    let old = w.live(id).await?;
     let new = match &old {
         Some(o) if is_late(key(&o.row.last_event_ns, &o.row.last_event_id), event) => {
-            let history = events::history(db, "live_stream", id, None).await?;
+            let history = w.history("live_stream", id, None).await?;
             live::fold(id, &history).unwrap_or_else(|| o.clone())
         }
         _ => live::step(old.as_ref(), id, event),
@@ -132,13 +118,13 @@ async fn apply_live(
     if old.as_ref() == Some(&new) {
         return Ok(None);
     }
-    entities::save_live(db, old.as_ref(), &new).await?;
+    w.set_live(new.clone());
     Ok(Some(new))
 }
 
 /// The targets a stream event concerns: those it lists, and on `idle` every target of the stream.
-async fn targets_touched(
-    db: &impl ConnectionTrait,
+async fn targets_touched<C: ConnectionTrait>(
+    w: &mut Working<'_, C>,
     stream: &str,
     event: &Event,
 ) -> Result<Vec<String>, DbErr> {
@@ -146,22 +132,21 @@ async fn targets_touched(
         .filter_map(|entry| fields::text(entry, &["simulcastId"]))
         .collect();
     if event.verb() == "idle" {
-        ids.extend(entities::target_ids_of(db, stream).await?);
+        ids.extend(w.target_ids_of(stream).await?);
     }
     ids.sort();
     ids.dedup();
     Ok(ids)
 }
 
-async fn apply_target(
-    db: &impl ConnectionTrait,
+async fn apply_target<C: ConnectionTrait>(
+    w: &mut Working<'_, C>,
     id: &str,
     parent: &str,
     event: &Event,
-    locking: Locking,
 ) -> Result<Option<TargetState>, DbErr> {
-    lock(db, locking, "simulcast_target", id).await?;
-    let old = entities::load_target(db, id).await?;
+    w.lock("simulcast_target", id).await?;
+    let old = w.target(id).await?;
     // A target's state also depends on its parent's events (`idle`, `simulcastResponses`): a new target,
     // or a late event, folds the whole history, so parent events stored before the target was known count.
     let new = match &old {
@@ -173,13 +158,13 @@ async fn apply_target(
                 .as_ref()
                 .map_or(parent, |o| o.live_stream_id.as_str())
                 .to_owned();
-            let history = events::history(db, "simulcast_target", id, Some(&parent)).await?;
+            let history = w.history("simulcast_target", id, Some(&parent)).await?;
             simulcast::fold(id, &parent, &history)
         }
     };
     match new {
         Some(new) if old.as_ref() != Some(&new) => {
-            entities::save_target(db, old.as_ref(), &new).await?;
+            w.set_target(new.clone());
             Ok(Some(new))
         }
         _ => Ok(None),

@@ -14,6 +14,7 @@ pub mod media;
 pub mod simulcast;
 pub mod time;
 pub mod verify;
+pub mod working;
 pub mod writer;
 
 use sea_orm::{DatabaseConnection, DbBackend, DbErr};

@@ -229,3 +229,81 @@ async fn a_failing_delivery_in_a_concurrent_burst_fails_alone() {
     assert_eq!(stored.len(), GOOD + 1);
     assert_gapless(&stored);
 }
+
+/// A media created after the fixtures' media, with the same playback id: the id moves to it.
+fn playback_thief() -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(&fixture("video.media.created")).unwrap();
+    let thief = "0a1b2c3d-3333-4a00-8000-00000000000f";
+    event["id"] = json!("0a1b2c3d-3333-4a00-8000-000000000001");
+    event["createdAt"] = json!("2026-06-22T12:40:00Z");
+    event["object"]["id"] = json!(thief);
+    event["data"]["id"] = json!(thief);
+    serde_json::to_vec_pretty(&event).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_and_ends_as_its_deliveries_one_at_a_time() {
+    let app = spawn_app().await;
+    let mut events = in_order_events();
+    events.insert(1, playback_thief());
+    // Out of order (late events refold their entity from the log), with every fourth delivery twice in
+    // a row (a duplicate in the same batch).
+    let mut shuffled: Vec<usize> = (0..events.len()).collect();
+    shuffle(&mut shuffled, 11);
+    let order: Vec<usize> = shuffled
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &i)| std::iter::repeat_n(i, if k % 4 == 0 { 2 } else { 1 }))
+        .collect();
+
+    // Case 0: one at a time.
+    let bodies = renamed(&events, 0);
+    let mut expected = Vec::new();
+    for &i in &order {
+        expected.push(app.deliver(&bodies[i]).await);
+    }
+    assert!(expected.iter().any(|(_, status)| status == "stale"));
+    assert!(expected.iter().any(|(_, status)| status == "duplicate"));
+    let expected_rows = rows_of_case(&app.entity_rows().await, 0);
+
+    // Case 1: the same deliveries in the same order, queued behind a held transaction (on SQLite, the
+    // write lock; on PostgreSQL, the position counter), so that they are stored together.
+    let bodies = renamed(&events, 1);
+    let transactions_before = app
+        .metric("fastpix_sync_intake_batch_size_count", &[])
+        .await;
+    let hold = app.db.begin().await.unwrap();
+    hold.execute_unprepared("UPDATE log_position SET last = last WHERE id = 1")
+        .await
+        .unwrap();
+    let deliveries = order.iter().enumerate().map(|(k, &i)| {
+        let body = &bodies[i];
+        let app = &app;
+        async move {
+            tokio::time::sleep(Duration::from_millis(20 * k as u64)).await;
+            app.deliver(body).await
+        }
+    });
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(20 * order.len() as u64 + 300)).await;
+        hold.commit().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(futures_util::future::join_all(deliveries), release);
+    let transactions = app
+        .metric("fastpix_sync_intake_batch_size_count", &[])
+        .await
+        - transactions_before;
+
+    assert_eq!(answers, expected, "the same answer for each delivery");
+    assert_eq!(rows_of_case(&app.entity_rows().await, 1), expected_rows);
+    // Each writer's first transaction waits on the held one; the rest of its deliveries form one more.
+    let writers = match app.test_db.backend() {
+        DbBackend::Postgres => fastpix_sync::webhook::writer::POSTGRES_WRITERS,
+        _ => 1,
+    };
+    assert!(
+        transactions <= 2.0 * writers as f64,
+        "{} deliveries in {transactions} transactions",
+        order.len()
+    );
+}

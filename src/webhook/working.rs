@@ -1,0 +1,326 @@
+//! The working set of a transaction that applies events: the entities it reads and writes, in memory.
+//!
+//! Intake stores a batch of deliveries in one transaction (`webhook::writer`). Applying them one by one
+//! straight against the database costs several statements per delivery (take the entity's lock, load it,
+//! save its row, save its playback ids), each a round trip. Instead, the batch:
+//!
+//! 1. takes every entity lock the batch needs, sorted, in one statement ([`Working::prepare`]);
+//! 2. loads those entities in one query per kind (two for media and streams, with their playback ids);
+//! 3. applies each delivery in arrival order against these states in memory;
+//! 4. writes what changed at the end, in a few multi-row statements ([`Working::flush`]).
+//!
+//! This is the same as applying the deliveries one by one against the database, because nothing else
+//! writes these entities meanwhile (their locks are held; on SQLite the writer is the only one) and the
+//! states in memory follow every write the database would have seen:
+//!
+//! - An entity not loaded yet (a simulcast target a stream event names) is locked and loaded when first
+//!   needed, as before.
+//! - A playback id is unique. When an entity takes one that another entity in memory had, it leaves the
+//!   other's list, as the database row would move ([`Working::claim`]); an entity loaded later drops the
+//!   ids that entities in memory have taken from it.
+//! - A late event refolds its entity from the event log. The batch's events are all stored first, so
+//!   the history leaves out those of deliveries not applied yet ([`Working::applying`]).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use entity::{live_stream, media, playback_id, simulcast_target};
+use sea_orm::{ConnectionTrait, DbErr};
+
+use super::apply::Locking;
+use super::event::{EntityRef, Event};
+use super::fields::Playback;
+use super::live::LiveState;
+use super::media::MediaState;
+use super::simulcast::TargetState;
+use crate::store::entities::{self, Owner};
+use crate::store::{events, lock_entities, lock_key};
+
+/// An entity as stored when the transaction first read it, and as it is now.
+struct Slot<T> {
+    stored: Option<T>,
+    current: Option<T>,
+}
+
+impl<T: Clone> Slot<T> {
+    fn loaded(stored: Option<T>) -> Self {
+        Self {
+            current: stored.clone(),
+            stored,
+        }
+    }
+}
+
+/// The entities a transaction works on (see the module documentation).
+pub struct Working<'a, C> {
+    db: &'a C,
+    locking: Locking,
+    locked: HashSet<String>,
+    /// Stored events whose deliveries are not applied yet.
+    pending: HashSet<String>,
+    media: HashMap<String, Slot<MediaState>>,
+    live: HashMap<String, Slot<LiveState>>,
+    targets: HashMap<String, Slot<TargetState>>,
+}
+
+impl<'a, C: ConnectionTrait> Working<'a, C> {
+    pub fn new(db: &'a C, locking: Locking) -> Self {
+        Self {
+            db,
+            locking,
+            locked: HashSet::new(),
+            pending: HashSet::new(),
+            media: HashMap::new(),
+            live: HashMap::new(),
+            targets: HashMap::new(),
+        }
+    }
+
+    /// Takes the locks of `entities` (a target's stream's too), sorted, in one statement, then loads them.
+    pub async fn prepare<'e>(
+        &mut self,
+        entities: impl IntoIterator<Item = &'e EntityRef>,
+    ) -> Result<(), DbErr> {
+        let mut keys = BTreeSet::new();
+        let (mut media, mut live, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+        for entity in entities {
+            keys.insert(lock_key(entity.kind(), entity.id()));
+            match entity {
+                EntityRef::Media(id) => media.push(id.clone()),
+                EntityRef::LiveStream(id) => live.push(id.clone()),
+                EntityRef::SimulcastTarget { id, parent } => {
+                    keys.insert(lock_key("live_stream", parent));
+                    targets.push(id.clone());
+                }
+            }
+        }
+        if self.locking == Locking::PerEntity {
+            let new: Vec<String> = keys
+                .into_iter()
+                .filter(|key| !self.locked.contains(key))
+                .collect();
+            lock_entities(self.db, new.iter().cloned()).await?;
+            self.locked.extend(new);
+        }
+        let loaded = entities::load_media_many(self.db, media.clone()).await?;
+        preload(&mut self.media, media, loaded, |s| &s.row.id);
+        let loaded = entities::load_live_many(self.db, live.clone()).await?;
+        preload(&mut self.live, live, loaded, |s| &s.row.id);
+        let loaded = entities::load_targets(self.db, targets.clone()).await?;
+        preload(&mut self.targets, targets, loaded, |s| &s.id);
+        Ok(())
+    }
+
+    /// Marks events stored in this transaction whose deliveries are applied later: histories leave them
+    /// out until [`Working::applying`].
+    pub fn defer(&mut self, event_ids: impl IntoIterator<Item = String>) {
+        self.pending.extend(event_ids);
+    }
+
+    /// The delivery of `event_id` is being applied: its event is part of histories from now on.
+    pub fn applying(&mut self, event_id: &str) {
+        self.pending.remove(event_id);
+    }
+
+    /// Takes an entity's lock, unless this transaction holds it (or locks whole tables).
+    pub async fn lock(&mut self, kind: &str, id: &str) -> Result<(), DbErr> {
+        if self.locking == Locking::PerEntity {
+            let key = lock_key(kind, id);
+            if !self.locked.contains(&key) {
+                lock_entities(self.db, [key.clone()]).await?;
+                self.locked.insert(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stored event of an entity, and of its parent stream when given, in order-key order, as far as
+    /// this transaction has applied them.
+    pub async fn history(
+        &self,
+        kind: &str,
+        id: &str,
+        parent: Option<&str>,
+    ) -> Result<Vec<Event>, DbErr> {
+        let mut history = events::history(self.db, kind, id, parent).await?;
+        history.retain(|event| !self.pending.contains(&event.key.id));
+        Ok(history)
+    }
+
+    pub async fn media(&mut self, id: &str) -> Result<Option<MediaState>, DbErr> {
+        if !self.media.contains_key(id) {
+            let stored = entities::load_media(self.db, id).await?;
+            let mut slot = Slot::loaded(stored);
+            if let Some(state) = &mut slot.current {
+                self.drop_claimed(&mut state.playback_ids);
+            }
+            self.media.insert(id.to_owned(), slot);
+        }
+        Ok(self.media[id].current.clone())
+    }
+
+    pub async fn live(&mut self, id: &str) -> Result<Option<LiveState>, DbErr> {
+        if !self.live.contains_key(id) {
+            let stored = entities::load_live(self.db, id).await?;
+            let mut slot = Slot::loaded(stored);
+            if let Some(state) = &mut slot.current {
+                self.drop_claimed(&mut state.playback_ids);
+            }
+            self.live.insert(id.to_owned(), slot);
+        }
+        Ok(self.live[id].current.clone())
+    }
+
+    pub async fn target(&mut self, id: &str) -> Result<Option<TargetState>, DbErr> {
+        if !self.targets.contains_key(id) {
+            let stored = entities::load_target(self.db, id).await?;
+            self.targets.insert(id.to_owned(), Slot::loaded(stored));
+        }
+        Ok(self.targets[id].current.clone())
+    }
+
+    pub fn set_media(&mut self, state: MediaState) {
+        self.claim(Owner::Media(&state.row.id), &state.playback_ids);
+        let id = state.row.id.clone();
+        slot(&mut self.media, id).current = Some(state);
+    }
+
+    pub fn set_live(&mut self, state: LiveState) {
+        self.claim(Owner::LiveStream(&state.row.id), &state.playback_ids);
+        let id = state.row.id.clone();
+        slot(&mut self.live, id).current = Some(state);
+    }
+
+    pub fn set_target(&mut self, state: TargetState) {
+        let id = state.id.clone();
+        slot(&mut self.targets, id).current = Some(state);
+    }
+
+    /// Ids of the simulcast targets of a stream: those stored and those this transaction created.
+    pub async fn target_ids_of(&mut self, stream: &str) -> Result<Vec<String>, DbErr> {
+        let mut ids: BTreeSet<String> = entities::target_ids_of(self.db, stream)
+            .await?
+            .into_iter()
+            .collect();
+        ids.extend(
+            self.targets
+                .iter()
+                .filter(|(_, slot)| {
+                    slot.current
+                        .as_ref()
+                        .is_some_and(|t| t.live_stream_id == stream)
+                })
+                .map(|(id, _)| id.clone()),
+        );
+        Ok(ids.into_iter().collect())
+    }
+
+    /// `owner` now lists `list`: any other entity in memory listing one of those ids loses it, as its
+    /// stored row would move to `owner`.
+    fn claim(&mut self, owner: Owner<'_>, list: &[Playback]) {
+        let taken: HashSet<&str> = list.iter().map(|p| p.id.as_str()).collect();
+        let media = self
+            .media
+            .iter_mut()
+            .filter(|(id, _)| owner != Owner::Media(id))
+            .filter_map(|(_, slot)| slot.current.as_mut().map(|s| &mut s.playback_ids));
+        let live = self
+            .live
+            .iter_mut()
+            .filter(|(id, _)| owner != Owner::LiveStream(id))
+            .filter_map(|(_, slot)| slot.current.as_mut().map(|s| &mut s.playback_ids));
+        for others in media.chain(live) {
+            others.retain(|p| !taken.contains(p.id.as_str()));
+        }
+    }
+
+    /// Drops from a freshly loaded list the ids that entities in memory took in this transaction.
+    fn drop_claimed(&self, list: &mut Vec<Playback>) {
+        let media = self.media.values().filter_map(|s| s.current.as_ref());
+        let live = self.live.values().filter_map(|s| s.current.as_ref());
+        let claimed: HashSet<&str> = media
+            .flat_map(|s| &s.playback_ids)
+            .chain(live.flat_map(|s| &s.playback_ids))
+            .map(|p| p.id.as_str())
+            .collect();
+        list.retain(|p| !claimed.contains(p.id.as_str()));
+    }
+
+    /// Writes every change: the changed rows in one upsert per table, then the changed playback id
+    /// lists (one delete, one upsert).
+    pub async fn flush(self) -> Result<(), DbErr> {
+        let mut owners = Vec::new();
+        let mut playbacks: Vec<playback_id::Model> = Vec::new();
+        let mut media_rows: Vec<media::Model> = Vec::new();
+        for (id, slot) in &self.media {
+            let Some(current) = &slot.current else {
+                continue;
+            };
+            let stored = slot.stored.as_ref();
+            if stored.map(|s| &s.row) != Some(&current.row) {
+                media_rows.push(current.row.clone());
+            }
+            if stored.map(|s| &s.playback_ids) != Some(&current.playback_ids) {
+                if stored.is_some() {
+                    owners.push(Owner::Media(id));
+                }
+                playbacks.extend(Owner::Media(id).rows(&current.playback_ids));
+            }
+        }
+        let mut live_rows: Vec<live_stream::Model> = Vec::new();
+        for (id, slot) in &self.live {
+            let Some(current) = &slot.current else {
+                continue;
+            };
+            let stored = slot.stored.as_ref();
+            if stored.map(|s| &s.row) != Some(&current.row) {
+                live_rows.push(current.row.clone());
+            }
+            if stored.map(|s| &s.playback_ids) != Some(&current.playback_ids) {
+                if stored.is_some() {
+                    owners.push(Owner::LiveStream(id));
+                }
+                playbacks.extend(Owner::LiveStream(id).rows(&current.playback_ids));
+            }
+        }
+        let target_rows: Vec<simulcast_target::Model> = self
+            .targets
+            .values()
+            .filter(|slot| slot.current.is_some() && slot.current != slot.stored)
+            .filter_map(|slot| slot.current.clone())
+            .collect();
+        // A list naming a playback id twice stores it once, at its last position, as saving the rows one
+        // by one would.
+        let mut seen = HashSet::new();
+        playbacks.reverse();
+        playbacks.retain(|row| seen.insert(row.id.clone()));
+        entities::upsert::<media::Entity>(self.db, media_rows).await?;
+        entities::upsert::<live_stream::Entity>(self.db, live_rows).await?;
+        entities::upsert::<simulcast_target::Entity>(self.db, target_rows).await?;
+        entities::delete_playback_ids(self.db, &owners).await?;
+        entities::upsert::<playback_id::Entity>(self.db, playbacks).await
+    }
+}
+
+fn slot<T>(table: &mut HashMap<String, Slot<T>>, id: String) -> &mut Slot<T> {
+    table.entry(id).or_insert(Slot {
+        stored: None,
+        current: None,
+    })
+}
+
+/// Records the entities of `ids` as loaded: those in `found` as stored, the others as not stored.
+fn preload<T: Clone>(
+    table: &mut HashMap<String, Slot<T>>,
+    ids: Vec<String>,
+    found: Vec<T>,
+    id_of: impl Fn(&T) -> &String,
+) {
+    let mut found: HashMap<String, T> = found
+        .into_iter()
+        .map(|state| (id_of(&state).clone(), state))
+        .collect();
+    for id in ids {
+        let stored = found.remove(&id);
+        table.entry(id).or_insert_with(|| Slot::loaded(stored));
+    }
+}
