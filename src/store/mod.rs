@@ -29,21 +29,19 @@ pub async fn lock_entities(
     if db.get_database_backend() != DbBackend::Postgres {
         return Ok(());
     }
-    let keys: Vec<sea_orm::Value> = keys.into_iter().map(Into::into).collect();
+    let keys: Vec<String> = keys.into_iter().collect();
     if keys.is_empty() {
         return Ok(());
     }
-    // A `VALUES` list is scanned in order, so the locks are taken in the order given.
-    let rows = (1..=keys.len())
-        .map(|n| format!("(${n})"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // `unnest` yields the array in order, so the locks are taken in the order given. One array parameter
+    // keeps the statement's text the same for any number of locks: PostgreSQL prepares it once.
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        format!(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (VALUES {rows}) AS locks (k)"
-        ),
-        keys,
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
+        [sea_orm::Value::Array(
+            sea_orm::sea_query::ArrayType::String,
+            Some(Box::new(keys.into_iter().map(Into::into).collect())),
+        )],
     ))
     .await
     .map(drop)
