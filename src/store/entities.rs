@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, IdenStatic,
-    IntoActiveModel, Iterable, PrimaryKeyToColumn, QueryFilter, QueryOrder,
+    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder,
 };
 
-use crate::webhook::fields::Playback;
+use crate::webhook::fields::{Playback, WithPlaybackIds};
 use crate::webhook::live::LiveState;
 use crate::webhook::media::MediaState;
 use crate::webhook::simulcast::TargetState;
@@ -22,7 +22,7 @@ pub enum Owner<'a> {
 }
 
 impl<'a> Owner<'a> {
-    fn id(self) -> String {
+    pub fn id(self) -> String {
         match self {
             Owner::Media(id) | Owner::LiveStream(id) => id.to_owned(),
         }
@@ -45,7 +45,7 @@ impl<'a> Owner<'a> {
     }
 }
 
-/// The playback ids of the owners `ids` (all media, or all live streams, as `column` says), by owner.
+/// The playback ids of the owners `ids` (all media, or all live streams, as `column` says), by owner id.
 async fn load_playback_lists(
     db: &impl ConnectionTrait,
     column: playback_id::Column,
@@ -133,55 +133,61 @@ pub async fn find_playback(
     playback_id::Entity::find_by_id(playback).one(db).await
 }
 
-pub async fn load_media(db: &impl ConnectionTrait, id: &str) -> Result<Option<MediaState>, DbErr> {
-    Ok(load_media_many(db, vec![id.to_owned()]).await?.pop())
+/// A row that owns playback ids: a media or a live stream.
+pub trait PlaybackOwner: ModelTrait {
+    /// The `playback_id` column that points at this kind of owner.
+    const COLUMN: playback_id::Column;
+
+    fn owner(&self) -> Owner<'_>;
 }
 
-/// The media among `ids` that are stored, with their playback ids: two queries at most.
-pub async fn load_media_many(
-    db: &impl ConnectionTrait,
-    ids: Vec<String>,
-) -> Result<Vec<MediaState>, DbErr> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+impl PlaybackOwner for media::Model {
+    const COLUMN: playback_id::Column = playback_id::Column::MediaId;
+
+    fn owner(&self) -> Owner<'_> {
+        Owner::Media(&self.id)
     }
-    let rows = media::Entity::find()
-        .filter(media::Column::Id.is_in(ids))
-        .all(db)
-        .await?;
-    let owners = rows.iter().map(|row| row.id.clone()).collect();
-    let mut lists = load_playback_lists(db, playback_id::Column::MediaId, owners).await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| MediaState {
-            playback_ids: lists.remove(&row.id).unwrap_or_default(),
-            row,
-        })
-        .collect())
+}
+
+impl PlaybackOwner for live_stream::Model {
+    const COLUMN: playback_id::Column = playback_id::Column::LiveStreamId;
+
+    fn owner(&self) -> Owner<'_> {
+        Owner::LiveStream(&self.id)
+    }
+}
+
+pub async fn load_media(db: &impl ConnectionTrait, id: &str) -> Result<Option<MediaState>, DbErr> {
+    Ok(load_owners(db, vec![id.to_owned()]).await?.pop())
 }
 
 pub async fn load_live(db: &impl ConnectionTrait, id: &str) -> Result<Option<LiveState>, DbErr> {
-    Ok(load_live_many(db, vec![id.to_owned()]).await?.pop())
+    Ok(load_owners(db, vec![id.to_owned()]).await?.pop())
 }
 
-/// The live streams among `ids` that are stored, with their playback ids: two queries at most.
-pub async fn load_live_many(
+/// The media (or live streams) among `ids` that are stored, with their playback ids: two queries at most.
+pub async fn load_owners<M>(
     db: &impl ConnectionTrait,
     ids: Vec<String>,
-) -> Result<Vec<LiveState>, DbErr> {
+) -> Result<Vec<WithPlaybackIds<M>>, DbErr>
+where
+    M: PlaybackOwner,
+    M::Entity: EntityTrait<Model = M>,
+{
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = live_stream::Entity::find()
-        .filter(live_stream::Column::Id.is_in(ids))
-        .all(db)
-        .await?;
-    let owners = rows.iter().map(|row| row.id.clone()).collect();
-    let mut lists = load_playback_lists(db, playback_id::Column::LiveStreamId, owners).await?;
+    let id = <M::Entity as EntityTrait>::PrimaryKey::iter()
+        .map(PrimaryKeyToColumn::into_column)
+        .next()
+        .expect("an entity has a primary key");
+    let rows = M::Entity::find().filter(id.is_in(ids)).all(db).await?;
+    let owners = rows.iter().map(|row| row.owner().id()).collect();
+    let mut lists = load_playback_lists(db, M::COLUMN, owners).await?;
     Ok(rows
         .into_iter()
-        .map(|row| LiveState {
-            playback_ids: lists.remove(&row.id).unwrap_or_default(),
+        .map(|row| WithPlaybackIds {
+            playback_ids: lists.remove(&row.owner().id()).unwrap_or_default(),
             row,
         })
         .collect())

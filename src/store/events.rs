@@ -95,20 +95,23 @@ pub async fn notify(db: &impl ConnectionTrait, position: i64) -> Result<(), DbEr
     .map(drop)
 }
 
-/// Records the outcome decided after applying.
+/// Records the outcome decided after applying, for the events `seqs`: one statement.
 pub async fn set_outcome(
     db: &impl ConnectionTrait,
-    seq: i64,
+    seqs: Vec<i64>,
     outcome: &str,
     reason: Option<&str>,
 ) -> Result<(), DbErr> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
     webhook_event::Entity::update_many()
         .col_expr(webhook_event::Column::Outcome, outcome.into())
         .col_expr(
             webhook_event::Column::Reason,
             reason.map(str::to_owned).into(),
         )
-        .filter(webhook_event::Column::Seq.eq(seq))
+        .filter(webhook_event::Column::Seq.is_in(seqs))
         .exec(db)
         .await
         .map(drop)

@@ -97,7 +97,7 @@ async fn apply_media<C: ConnectionTrait>(
     if old.as_ref() == Some(&new) {
         return Ok(None);
     }
-    w.set_media(new.clone());
+    w.set_owner(new.clone());
     Ok(Some(new))
 }
 
@@ -118,7 +118,7 @@ async fn apply_live<C: ConnectionTrait>(
     if old.as_ref() == Some(&new) {
         return Ok(None);
     }
-    w.set_live(new.clone());
+    w.set_owner(new.clone());
     Ok(Some(new))
 }
 

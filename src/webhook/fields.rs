@@ -82,6 +82,14 @@ pub struct Playback {
     pub access_policy: String,
 }
 
+/// A row and its playback ids, as one unit of state: a media ([`super::media::MediaState`]) or a live
+/// stream ([`super::live::LiveState`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WithPlaybackIds<R> {
+    pub row: R,
+    pub playback_ids: Vec<Playback>,
+}
+
 /// The playback ids an event carries (`playbackIds|playback_ids`), or `None` when it carries none
 /// (then the stored set is left alone). Entries without an id (upload settings) do not count.
 pub fn playback_ids(data: &Value) -> Option<Vec<Playback>> {

@@ -4,14 +4,12 @@ use entity::live_stream;
 use serde_json::Value;
 
 use super::event::Event;
-use super::fields::{self, Playback, screaming, set_bool, set_i32, set_json, set_str, set_time};
+use super::fields::{
+    self, WithPlaybackIds, screaming, set_bool, set_i32, set_json, set_str, set_time,
+};
 
 /// A live stream row and its playback ids, as one unit of state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LiveState {
-    pub row: live_stream::Model,
-    pub playback_ids: Vec<Playback>,
-}
+pub type LiveState = WithPlaybackIds<live_stream::Model>;
 
 pub const STATUSES: [&str; 5] = ["IDLE", "PREPARING", "ACTIVE", "DISABLED", "DELETED"];
 

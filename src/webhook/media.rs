@@ -4,14 +4,10 @@ use entity::media;
 use serde_json::Value;
 
 use super::event::Event;
-use super::fields::{self, Playback, screaming, set_bool, set_json, set_str, set_time};
+use super::fields::{self, WithPlaybackIds, screaming, set_bool, set_json, set_str, set_time};
 
 /// A media row and its playback ids, as one unit of state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MediaState {
-    pub row: media::Model,
-    pub playback_ids: Vec<Playback>,
-}
+pub type MediaState = WithPlaybackIds<media::Model>;
 
 pub const STATUSES: [&str; 10] = [
     "AWAITING_UPLOAD",

@@ -24,19 +24,19 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use entity::{live_stream, media, playback_id, simulcast_target};
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
 
 use super::apply::Locking;
 use super::event::{EntityRef, Event};
-use super::fields::Playback;
+use super::fields::{Playback, WithPlaybackIds};
 use super::live::LiveState;
 use super::media::MediaState;
 use super::simulcast::TargetState;
-use crate::store::entities::{self, Owner};
+use crate::store::entities::{self, Owner, PlaybackOwner};
 use crate::store::{events, lock_entities, lock_key};
 
 /// An entity as stored when the transaction first read it, and as it is now.
-struct Slot<T> {
+pub struct Slot<T> {
     stored: Option<T>,
     current: Option<T>,
 }
@@ -101,12 +101,12 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
             lock_entities(self.db, new.iter().cloned()).await?;
             self.locked.extend(new);
         }
-        let loaded = entities::load_media_many(self.db, media.clone()).await?;
-        preload(&mut self.media, media, loaded, |s| &s.row.id);
-        let loaded = entities::load_live_many(self.db, live.clone()).await?;
-        preload(&mut self.live, live, loaded, |s| &s.row.id);
+        let loaded = entities::load_owners(self.db, media.clone()).await?;
+        preload(&mut self.media, media, loaded, |s| s.row.id.clone());
+        let loaded = entities::load_owners(self.db, live.clone()).await?;
+        preload(&mut self.live, live, loaded, |s| s.row.id.clone());
         let loaded = entities::load_targets(self.db, targets.clone()).await?;
-        preload(&mut self.targets, targets, loaded, |s| &s.id);
+        preload(&mut self.targets, targets, loaded, |s| s.id.clone());
         Ok(())
     }
 
@@ -147,27 +147,29 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
     }
 
     pub async fn media(&mut self, id: &str) -> Result<Option<MediaState>, DbErr> {
-        if !self.media.contains_key(id) {
-            let stored = entities::load_media(self.db, id).await?;
-            let mut slot = Slot::loaded(stored);
-            if let Some(state) = &mut slot.current {
-                self.drop_claimed(&mut state.playback_ids);
-            }
-            self.media.insert(id.to_owned(), slot);
-        }
-        Ok(self.media[id].current.clone())
+        self.owner(id).await
     }
 
     pub async fn live(&mut self, id: &str) -> Result<Option<LiveState>, DbErr> {
-        if !self.live.contains_key(id) {
-            let stored = entities::load_live(self.db, id).await?;
+        self.owner(id).await
+    }
+
+    /// A media or live stream, loaded when first needed.
+    async fn owner<M: Kept>(&mut self, id: &str) -> Result<Option<WithPlaybackIds<M>>, DbErr>
+    where
+        M::Entity: EntityTrait<Model = M>,
+    {
+        if !M::table(self).contains_key(id) {
+            let stored = entities::load_owners::<M>(self.db, vec![id.to_owned()])
+                .await?
+                .pop();
             let mut slot = Slot::loaded(stored);
             if let Some(state) = &mut slot.current {
                 self.drop_claimed(&mut state.playback_ids);
             }
-            self.live.insert(id.to_owned(), slot);
+            M::table(self).insert(id.to_owned(), slot);
         }
-        Ok(self.live[id].current.clone())
+        Ok(M::table(self)[id].current.clone())
     }
 
     pub async fn target(&mut self, id: &str) -> Result<Option<TargetState>, DbErr> {
@@ -178,16 +180,11 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         Ok(self.targets[id].current.clone())
     }
 
-    pub fn set_media(&mut self, state: MediaState) {
-        self.claim(Owner::Media(&state.row.id), &state.playback_ids);
-        let id = state.row.id.clone();
-        slot(&mut self.media, id).current = Some(state);
-    }
-
-    pub fn set_live(&mut self, state: LiveState) {
-        self.claim(Owner::LiveStream(&state.row.id), &state.playback_ids);
-        let id = state.row.id.clone();
-        slot(&mut self.live, id).current = Some(state);
+    /// The new state of a media or live stream.
+    pub fn set_owner<M: Kept>(&mut self, state: WithPlaybackIds<M>) {
+        let id = state.row.owner().id();
+        self.claim(state.row.owner(), &state.playback_ids);
+        slot(M::table(self), id).current = Some(state);
     }
 
     pub fn set_target(&mut self, state: TargetState) {
@@ -249,39 +246,9 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
     /// lists (one delete, one upsert).
     pub async fn flush(self) -> Result<(), DbErr> {
         let mut owners = Vec::new();
-        let mut playbacks: Vec<playback_id::Model> = Vec::new();
-        let mut media_rows: Vec<media::Model> = Vec::new();
-        for (id, slot) in &self.media {
-            let Some(current) = &slot.current else {
-                continue;
-            };
-            let stored = slot.stored.as_ref();
-            if stored.map(|s| &s.row) != Some(&current.row) {
-                media_rows.push(current.row.clone());
-            }
-            if stored.map(|s| &s.playback_ids) != Some(&current.playback_ids) {
-                if stored.is_some() {
-                    owners.push(Owner::Media(id));
-                }
-                playbacks.extend(Owner::Media(id).rows(&current.playback_ids));
-            }
-        }
-        let mut live_rows: Vec<live_stream::Model> = Vec::new();
-        for (id, slot) in &self.live {
-            let Some(current) = &slot.current else {
-                continue;
-            };
-            let stored = slot.stored.as_ref();
-            if stored.map(|s| &s.row) != Some(&current.row) {
-                live_rows.push(current.row.clone());
-            }
-            if stored.map(|s| &s.playback_ids) != Some(&current.playback_ids) {
-                if stored.is_some() {
-                    owners.push(Owner::LiveStream(id));
-                }
-                playbacks.extend(Owner::LiveStream(id).rows(&current.playback_ids));
-            }
-        }
+        let mut playbacks = Vec::new();
+        let media_rows = owner_changes(&self.media, &mut owners, &mut playbacks);
+        let live_rows = owner_changes(&self.live, &mut owners, &mut playbacks);
         let target_rows: Vec<simulcast_target::Model> = self
             .targets
             .values()
@@ -301,6 +268,51 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
     }
 }
 
+/// Media and live streams: the entities with playback ids, each kind in its own table here.
+pub trait Kept: PlaybackOwner + Clone + PartialEq {
+    fn table<'w, C>(
+        working: &'w mut Working<'_, C>,
+    ) -> &'w mut HashMap<String, Slot<WithPlaybackIds<Self>>>;
+}
+
+impl Kept for media::Model {
+    fn table<'w, C>(working: &'w mut Working<'_, C>) -> &'w mut HashMap<String, Slot<MediaState>> {
+        &mut working.media
+    }
+}
+
+impl Kept for live_stream::Model {
+    fn table<'w, C>(working: &'w mut Working<'_, C>) -> &'w mut HashMap<String, Slot<LiveState>> {
+        &mut working.live
+    }
+}
+
+/// What changed in `table`: the rows to write (returned), and the owners whose playback id lists to
+/// replace (those stored before go to `owners`, to delete their old rows) with their new rows.
+fn owner_changes<'t, M: Kept>(
+    table: &'t HashMap<String, Slot<WithPlaybackIds<M>>>,
+    owners: &mut Vec<Owner<'t>>,
+    playbacks: &mut Vec<playback_id::Model>,
+) -> Vec<M> {
+    let mut rows = Vec::new();
+    for slot in table.values() {
+        let Some(current) = &slot.current else {
+            continue;
+        };
+        let stored = slot.stored.as_ref();
+        if stored.map(|s| &s.row) != Some(&current.row) {
+            rows.push(current.row.clone());
+        }
+        if stored.map(|s| &s.playback_ids) != Some(&current.playback_ids) {
+            if stored.is_some() {
+                owners.push(current.row.owner());
+            }
+            playbacks.extend(current.row.owner().rows(&current.playback_ids));
+        }
+    }
+    rows
+}
+
 fn slot<T>(table: &mut HashMap<String, Slot<T>>, id: String) -> &mut Slot<T> {
     table.entry(id).or_insert(Slot {
         stored: None,
@@ -313,11 +325,11 @@ fn preload<T: Clone>(
     table: &mut HashMap<String, Slot<T>>,
     ids: Vec<String>,
     found: Vec<T>,
-    id_of: impl Fn(&T) -> &String,
+    id_of: impl Fn(&T) -> String,
 ) {
     let mut found: HashMap<String, T> = found
         .into_iter()
-        .map(|state| (id_of(&state).clone(), state))
+        .map(|state| (id_of(&state), state))
         .collect();
     for id in ids {
         let stored = found.remove(&id);

@@ -297,9 +297,7 @@ impl GroupCommit {
             stored.changes = applied.changes;
         }
         working.flush().await?;
-        for seq in stale {
-            log::set_outcome(txn, seq, Outcome::Stale.as_str(), Some(STALE_REASON)).await?;
-        }
+        log::set_outcome(txn, stale, Outcome::Stale.as_str(), Some(STALE_REASON)).await?;
         let seqs: Vec<i64> = stored.iter().flatten().map(|s| s.row.seq).collect();
         if seqs.is_empty() {
             return Ok(stored);
