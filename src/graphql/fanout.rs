@@ -11,16 +11,15 @@
 //! gets the execution's last message (its current state) and then every later one; both are taken under
 //! the lock the execution publishes under, so nothing is doubled or missed at the seam. A subscriber that
 //! falls behind the channel gets the last message again (the current state), as an unshared entity
-//! subscription re-sends it. Other subscriptions (update feeds, the event feed with its cursor) run per
+//! subscription re-sends it. The last message is current in its nested fields too: an entity sends its
+//! state again when an entity those fields show changes (`watch::Watched::touched_by`). Other subscriptions (update feeds, the event feed with its cursor) run per
 //! subscriber, as they did.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
-use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
-};
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{Data, Request, Response};
 use futures_util::{Stream, StreamExt};
 use sea_orm::DatabaseConnection;
@@ -33,11 +32,6 @@ use crate::metrics::{GaugeGuard, Metrics};
 
 /// Root fields whose subscriptions can be shared: every message is the whole current state.
 const SHAREABLE_FIELDS: [&str; 2] = ["liveStream", "media"];
-
-/// Nested fields whose changes do not make the entity send a message (a media's stream, a stream's
-/// recordings, an entity's event log). A shared execution's last message could show them stale to a
-/// subscriber joining later, so subscriptions that select them run alone and read them fresh.
-const UNFOLLOWED_FIELDS: [&str; 3] = ["liveStream", "recordings", "webhookEvents"];
 
 /// Messages an execution keeps for subscribers that are a little behind.
 const CHANNEL_CAPACITY: usize = 16;
@@ -62,24 +56,32 @@ pub enum FrameKind {
 
 impl Frame {
     pub fn from_response(seq: u64, response: &Response) -> Self {
-        let kind = if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
-            FrameKind::Failed {
-                response: to_json(response),
-                errors: to_json(&response.errors),
-            }
-        } else {
-            FrameKind::Next {
-                response: to_json(response),
-                ok: response.errors.is_empty(),
-            }
-        };
-        Self { seq, kind }
+        Self {
+            seq,
+            kind: FrameKind::from_response(response),
+        }
     }
 
     pub fn complete(seq: u64) -> Self {
         Self {
             seq,
             kind: FrameKind::Complete,
+        }
+    }
+}
+
+impl FrameKind {
+    fn from_response(response: &Response) -> Self {
+        if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+            Self::Failed {
+                response: to_json(response),
+                errors: to_json(&response.errors),
+            }
+        } else {
+            Self::Next {
+                response: to_json(response),
+                ok: response.errors.is_empty(),
+            }
         }
     }
 }
@@ -192,9 +194,8 @@ impl Fanout {
         let task = tokio::spawn(async move {
             let mut responses = std::pin::pin!(responses);
             while let Some(response) = responses.next().await {
-                publishing
-                    .0
-                    .publish(|seq| Frame::from_response(seq, &response));
+                // Serialised here, outside the channel's lock.
+                publishing.0.publish(FrameKind::from_response(&response));
             }
             // `publishing` completes the execution as it drops: here, or if a resolver panicked.
         });
@@ -249,9 +250,6 @@ impl Fanout {
 
 /// Whether `request` selects exactly one shareable root field of a subscription.
 fn shareable(request: &Request) -> bool {
-    if !request.extensions.is_empty() {
-        return false;
-    }
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
         return false;
     };
@@ -270,29 +268,8 @@ fn shareable(request: &Request) -> bool {
         && matches!(
             operation.selection_set.node.items.as_slice(),
             [item] if matches!(&item.node, Selection::Field(field)
-                if SHAREABLE_FIELDS.contains(&field.node.name.node.as_str())
-                    && follows_every_field(&field.node.selection_set.node, &document, 0))
+                if SHAREABLE_FIELDS.contains(&field.node.name.node.as_str()))
         )
-}
-
-/// Whether no field of `set` is one of [`UNFOLLOWED_FIELDS`], at any depth (through fragments too).
-fn follows_every_field(set: &SelectionSet, document: &ExecutableDocument, depth: usize) -> bool {
-    depth <= super::MAX_DEPTH
-        && set.items.iter().all(|item| match &item.node {
-            Selection::Field(field) => {
-                !UNFOLLOWED_FIELDS.contains(&field.node.name.node.as_str())
-                    && follows_every_field(&field.node.selection_set.node, document, depth + 1)
-            }
-            Selection::InlineFragment(fragment) => {
-                follows_every_field(&fragment.node.selection_set.node, document, depth + 1)
-            }
-            Selection::FragmentSpread(spread) => document
-                .fragments
-                .get(&spread.node.fragment_name.node)
-                .is_some_and(|fragment| {
-                    follows_every_field(&fragment.node.selection_set.node, document, depth + 1)
-                }),
-        })
 }
 
 /// A running shared execution; dropping the last handle stops it.
@@ -328,14 +305,19 @@ impl Channel {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, frame: impl FnOnce(u64) -> Frame) {
+    /// Sends a message to every subscriber. A result with errors does not replace a good last one:
+    /// subscribers joining later start from the good one.
+    fn publish(&self, kind: FrameKind) {
         let mut state = self.lock();
         state.seq += 1;
-        let frame = Arc::new(frame(state.seq));
-        if let FrameKind::Complete = frame.kind {
-            state.complete = Some(frame.clone());
-        } else {
-            state.last = Some(frame.clone());
+        let frame = Arc::new(Frame {
+            seq: state.seq,
+            kind,
+        });
+        match frame.kind {
+            FrameKind::Complete => state.complete = Some(frame.clone()),
+            FrameKind::Next { ok: false, .. } if state.last.is_some() => {}
+            _ => state.last = Some(frame.clone()),
         }
         let _ = self.sender.send(frame);
     }
@@ -374,7 +356,7 @@ struct Completes(Arc<Channel>);
 impl Drop for Completes {
     fn drop(&mut self) {
         if !self.0.ended() {
-            self.0.publish(Frame::complete);
+            self.0.publish(FrameKind::Complete);
         }
     }
 }

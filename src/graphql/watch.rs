@@ -41,9 +41,10 @@ pub trait Watched: Clone + PartialEq + Send + Sync + 'static {
     fn id(&self) -> &str;
     fn playback_ids(&self) -> &[Playback];
     fn is_deleted(&self) -> bool;
-    /// The id of the entity of this kind that `moved` belongs to, when `moved` is a part of one (a
-    /// simulcast target of a stream): its subscribers get a frame, so nested fields show the change.
-    fn parent_of(moved: &Moved) -> Option<&str>;
+    /// Whether `moved` is an entity this one's nested fields show (a stream's simulcast targets and
+    /// recordings, a recording's stream): its subscribers then get its state again, so those fields show
+    /// the change.
+    fn touched_by(&self, moved: &Moved) -> bool;
     fn load(
         db: &DatabaseTransaction,
         id: &str,
@@ -57,7 +58,7 @@ pub trait Watched: Clone + PartialEq + Send + Sync + 'static {
 
 /// The two watchable kinds differ only in their types, their loader and their playback id column.
 macro_rules! watched {
-    ($model:ty, $variant:ident, $load:path, $owner:ident, $parent_of:expr) => {
+    ($model:ty, $variant:ident, $load:path, $owner:ident, $touched_by:expr) => {
         impl Watched for Snapshot<$model> {
             fn from_moved(moved: &Moved) -> Option<&Self> {
                 match moved {
@@ -74,8 +75,8 @@ macro_rules! watched {
             fn is_deleted(&self) -> bool {
                 self.row.status == "DELETED"
             }
-            fn parent_of(moved: &Moved) -> Option<&str> {
-                $parent_of(moved)
+            fn touched_by(&self, moved: &Moved) -> bool {
+                $touched_by(self, moved)
             }
             async fn load(db: &DatabaseTransaction, id: &str) -> Result<Option<Self>, DbErr> {
                 let state = $load(db, id).await?;
@@ -92,16 +93,18 @@ macro_rules! watched {
     };
 }
 
-/// A media has no parts that move on their own.
-fn no_parts(_: &Moved) -> Option<&str> {
-    None
+/// A media shows its stream (when it is a recording).
+fn touched_media(media: &Snapshot<media::Model>, moved: &Moved) -> bool {
+    matches!(moved, Moved::LiveStream(stream)
+        if media.row.live_stream_id.as_deref() == Some(stream.row.id.as_str()))
 }
 
-/// A simulcast target is a part of its stream.
-fn stream_of_target(moved: &Moved) -> Option<&str> {
+/// A stream shows its simulcast targets and its recordings.
+fn touched_stream(stream: &Snapshot<live_stream::Model>, moved: &Moved) -> bool {
     match moved {
-        Moved::SimulcastTarget(target) => Some(target.live_stream_id.as_str()),
-        _ => None,
+        Moved::SimulcastTarget(target) => target.live_stream_id == stream.row.id,
+        Moved::Media(media) => media.row.live_stream_id.as_deref() == Some(stream.row.id.as_str()),
+        Moved::LiveStream(_) => false,
     }
 }
 
@@ -110,14 +113,14 @@ watched!(
     Media,
     entities::load_media,
     media_id,
-    no_parts
+    touched_media
 );
 watched!(
     live_stream::Model,
     LiveStream,
     entities::load_live,
     live_stream_id,
-    stream_of_target
+    touched_stream
 );
 
 /// The last position and, as of exactly that position, the entity `id`: both read in one snapshot, so
@@ -205,9 +208,8 @@ pub fn entity_stream<W: Watched>(
                             yield snapshot.clone();
                         }
                     }
-                    // A part of it changed (a simulcast target): send it again, its nested fields differ.
-                    let part_moved = change.moved.iter().any(|m| W::parent_of(m).is_some() && W::parent_of(m) == id.as_deref());
-                    if let (false, true, Some(current)) = (sent, part_moved, last.clone()) {
+                    // An entity its nested fields show changed: send it again, those fields differ.
+                    if let Some(current) = last.clone().filter(|l| !sent && change.moved.iter().any(|m| l.touched_by(m))) {
                         yield current;
                     }
                 }

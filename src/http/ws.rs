@@ -248,10 +248,12 @@ async fn handle(
                 return Err(Close(4409, "Subscriber for this id already exists"));
             }
             let operation = operation_kind(&payload.query);
-            let frames = match state.fanout.subscribe(payload, session.role) {
-                Ok(shared) => shared,
-                Err(payload) => alone(state, session, payload),
+            // Only subscriptions can share an execution (a document the keyword test misreads runs alone).
+            let shared = match operation {
+                "subscription" => state.fanout.subscribe(payload, session.role),
+                _ => Err(payload),
             };
+            let frames = shared.unwrap_or_else(|payload| alone(state, session, payload));
             let guard = state.metrics.subscription_started();
             let outcomes = state.metrics.graphql_outcomes(operation);
             let frames = frames.inspect(move |frame| {

@@ -143,8 +143,9 @@ async fn a_lost_listener_reconnects_and_delivers_what_was_committed_meanwhile() 
     for name in names {
         a.deliver_fixture(name).await;
     }
-    // Six events: four change the stream and one its simulcast target (a stream frame each).
-    let (_, events) = read(&mut on_b, names.len() + 5).await;
+    // Six events: four change the stream, one its simulcast target and one its recording (a stream frame
+    // each).
+    let (_, events) = read(&mut on_b, names.len() + 6).await;
     let expected: Vec<String> = names.iter().map(|n| event_id(n)).collect();
     assert_eq!(
         events, expected,

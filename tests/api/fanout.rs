@@ -188,17 +188,22 @@ async fn shared_executions(app: &TestApp) -> f64 {
         .await
 }
 
-/// Waits until the running shared executions are `expected`.
-async fn await_shared_executions(app: &TestApp, expected: f64) {
+/// Waits until the metric `name` is `expected`.
+async fn await_metric(app: &TestApp, name: &str, expected: f64) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while shared_executions(app).await != expected {
+    while app.metric(name, &[]).await != expected {
         assert!(
             Instant::now() < deadline,
-            "still {}",
-            shared_executions(app).await
+            "{name} is still {}",
+            app.metric(name, &[]).await
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the running shared executions are `expected`.
+async fn await_shared_executions(app: &TestApp, expected: f64) {
+    await_metric(app, "fastpix_sync_shared_subscription_executions", expected).await;
 }
 
 #[tokio::test]
@@ -241,7 +246,10 @@ async fn identical_entity_subscriptions_share_one_execution_that_ends_with_its_l
     for watcher in &mut watchers {
         assert_eq!(watcher.next_data("s").await, now);
     }
-    assert_ne!(other.next_data("a").await["liveStream"]["status"], "IDLE");
+    assert_eq!(
+        other.next_data("a").await["liveStream"]["status"],
+        now["liveStream"]["status"]
+    );
 
     // A subscriber joining the running execution starts from the current state, then follows it.
     let (mut late, first) = status_watcher(&app, TRANSPORT_WS).await;
@@ -256,6 +264,10 @@ async fn identical_entity_subscriptions_share_one_execution_that_ends_with_its_l
     drop(late);
     watchers.truncate(1);
     let mut last = watchers.pop().unwrap();
+    await_metric(&app, "fastpix_sync_subscriptions", 3.0).await;
+    assert_eq!(shared_executions(&app).await, 3.0);
+    app.deliver_fixture("video.live_stream.disconnected").await;
+    assert_eq!(last.next_data("s").await, queried_status(&app).await);
     last.send(json!({ "type": "complete", "id": "s" })).await;
     await_shared_executions(&app, 2.0).await;
     drop(last);
@@ -275,9 +287,12 @@ async fn a_subscriber_after_a_shared_execution_completed_gets_the_tombstone_and_
         first.message().await,
         json!({ "type": "complete", "id": "s" })
     );
-    // The completed execution is not joined: a new one reads the state again, and ends again.
+    // The completed execution is not joined: a new one reads the state again (SQL statements run), and
+    // ends again.
+    let statements = app.metric("fastpix_sync_sql_statements_total", &[]).await;
     let (mut second, state) = status_watcher(&app, TRANSPORT_WS).await;
     assert_eq!(state, tombstone);
+    assert!(app.metric("fastpix_sync_sql_statements_total", &[]).await > statements);
     assert_eq!(
         second.message().await,
         json!({ "type": "complete", "id": "s" })
@@ -287,8 +302,8 @@ async fn a_subscriber_after_a_shared_execution_completed_gets_the_tombstone_and_
     await_shared_executions(&app, 0.0).await;
 }
 
-#[tokio::test]
-async fn a_subscription_selecting_a_relation_that_sends_no_message_runs_alone_and_starts_fresh() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_send_their_changes_and_the_subscriptions_selecting_them_still_share() {
     let app = spawn_app().await;
     for name in [
         "video.live_stream.created",
@@ -298,23 +313,49 @@ async fn a_subscription_selecting_a_relation_that_sends_no_message_runs_alone_an
     }
     const RECORDING_AND_STREAM: &str =
         "subscription($id: ID) { media(id: $id) { status liveStream { status } } }";
-    let watch = || async {
-        let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
-        client.init(json!({})).await;
-        client
-            .subscribe("m", RECORDING_AND_STREAM, json!({ "id": RECORDING_ID }))
-            .await;
-        let first = client.next_data("m").await;
-        (client, first)
+    const RECORDING: &str = "subscription($id: ID) { media(id: $id) { status } }";
+    const RECORDINGS: &str =
+        "subscription($id: ID) { liveStream(id: $id) { recordings { status } } }";
+    let watch = |query: &'static str, id: &'static str| {
+        let app = &app;
+        async move {
+            let mut client = WsClient::connect(app, TRANSPORT_WS).await;
+            client.init(json!({})).await;
+            client.subscribe("s", query, json!({ "id": id })).await;
+            let first = client.next_data("s").await;
+            (client, first)
+        }
     };
-    let (_early, first) = watch().await;
+    let (mut early, first) = watch(RECORDING_AND_STREAM, RECORDING_ID).await;
     assert_eq!(first["media"]["liveStream"]["status"], "IDLE");
-    // The stream changes; its recording does not, so the early subscriber gets no message.
+    let (mut recording, first) = watch(RECORDING, RECORDING_ID).await;
+    assert_eq!(first["media"]["status"], "CREATED");
+    let (mut stream, first) = watch(RECORDINGS, STREAM_ID).await;
+    assert_eq!(first["liveStream"]["recordings"][0]["status"], "CREATED");
+
+    // The stream changes: the recording's subscribers that select it get a message.
     app.deliver_fixture("video.live_stream.preparing").await;
     let stream_now = queried_status(&app).await["liveStream"]["status"].clone();
     assert_ne!(stream_now, "IDLE");
-    // A later subscriber reads the stream as it is now, not as the early subscriber's last message had it.
-    let (_late, first) = watch().await;
-    assert_eq!(first["media"]["liveStream"]["status"], stream_now);
-    assert_eq!(shared_executions(&app).await, 0.0);
+    let next = early.next_data("s").await;
+    assert_eq!(next["media"]["liveStream"]["status"], stream_now);
+    // A later subscriber joins the same execution and starts from that message, which is current.
+    let (_late, first) = watch(RECORDING_AND_STREAM, RECORDING_ID).await;
+    assert_eq!(first, next);
+    assert_eq!(shared_executions(&app).await, 3.0, "one per document");
+
+    // The others got the recording's and the stream's state again too: the stream changed.
+    assert_eq!(recording.next_data("s").await["media"]["status"], "CREATED");
+    let next = stream.next_data("s").await;
+    assert_eq!(next["liveStream"]["recordings"][0]["status"], "CREATED");
+
+    // The recording becomes ready: its stream's subscribers get a message, their recordings differ.
+    let ready = String::from_utf8(fixture("video.media.ready"))
+        .unwrap()
+        .replace(MEDIA_ID, RECORDING_ID)
+        .replace("0a1b2c3d-1111-4a00-8000-000000000002", "recording-ready");
+    app.deliver(ready.as_bytes()).await;
+    assert_eq!(recording.next_data("s").await["media"]["status"], "READY");
+    let next = stream.next_data("s").await;
+    assert_eq!(next["liveStream"]["recordings"][0]["status"], "READY");
 }

@@ -31,8 +31,8 @@ const STREAM_FRAMES: [(&str, bool, bool); 10] = [
 ];
 
 /// The frames a `liveStream` subscriber gets for the whole live sequence: one per stream change, and the
-/// stream again when one of its simulcast targets changes (the recording's media event sends nothing).
-const SUBSCRIBER_FRAMES: [(&str, bool, bool); 15] = [
+/// stream again when one of its simulcast targets or recordings changes.
+const SUBSCRIBER_FRAMES: [(&str, bool, bool); 16] = [
     ("IDLE", false, false),      // created
     ("IDLE", false, false),      // target created
     ("PREPARING", false, false), // preparing
@@ -40,6 +40,7 @@ const SUBSCRIBER_FRAMES: [(&str, bool, bool); 15] = [
     ("ACTIVE", true, true),      // recording
     ("ACTIVE", true, true),      // active
     ("ACTIVE", true, true),      // target starting
+    ("ACTIVE", true, true),      // recording's media created
     ("ACTIVE", true, true),      // target broadcasting
     ("ACTIVE", true, true),      // target updated
     ("ACTIVE", false, false),    // disconnected
