@@ -7,9 +7,9 @@ use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 use tokio::net::TcpListener;
 
 use crate::config::{Settings, redact_url};
+use crate::events::cache::PlaybackCache;
 use crate::events::relay::{Inbox, Relay};
 use crate::events::{Bus, Publisher};
-use crate::graphql::cache::PlaybackCache;
 use crate::graphql::fanout::Fanout;
 use crate::graphql::{AdminToken, AppSchema};
 use crate::http::ws::WsConfig;

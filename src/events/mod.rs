@@ -4,14 +4,16 @@
 //! wrote, wrapped in `Arc`s once and shared by every subscriber: fan-out never reads the database per
 //! subscriber, and building a GraphQL object from a snapshot copies pointers, not rows.
 
+pub mod cache;
 pub mod relay;
+
+use cache::PlaybackCache;
 
 use std::sync::Arc;
 
 use entity::{live_stream, media, simulcast_target, webhook_event};
 use tokio::sync::broadcast;
 
-use crate::graphql::cache::PlaybackCache;
 use crate::webhook::apply::Changed;
 use crate::webhook::fields::Playback;
 

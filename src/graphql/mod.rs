@@ -1,7 +1,6 @@
 //! The GraphQL API (SPEC §4): schema, per-request context (role, loaders), and error codes.
 
 pub mod auth;
-pub mod cache;
 pub mod errors;
 pub mod fanout;
 pub mod loaders;
@@ -18,8 +17,8 @@ use async_graphql::{EmptyMutation, Request, Response, Schema};
 use sea_orm::DatabaseConnection;
 
 use crate::events::Bus;
+use crate::events::cache::PlaybackCache;
 use crate::metrics::Metrics;
-use cache::PlaybackCache;
 
 pub use auth::{AdminToken, Role};
 pub use query::Query;

@@ -11,7 +11,6 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
-use super::cache::PlaybackCache;
 use super::errors::{internal, not_found};
 use super::loaders::playback_ids;
 use super::pagination::{Position, decode, decode_event_cursor, encode, event_cursor, page_size};
@@ -20,6 +19,7 @@ use super::types::{
 };
 use super::{auth::Role, errors::forbidden};
 use crate::events::Snapshot;
+use crate::events::cache::PlaybackCache;
 use crate::store::entities;
 use crate::webhook::fields::Playback;
 

@@ -2,8 +2,9 @@
 //!
 //! A player page asks for the media of a playback id, and thousands of viewers ask for the same few. The
 //! answer (the media row and its playback ids) is kept here after the first read and forgotten as soon as
-//! any media or live stream changes: intake hands each committed change to [`PlaybackCache::observe`] before it answers
-//! the webhook, so a query sent after a webhook's acknowledgement never sees the state before it.
+//! a change could alter it (its media changed, or one of its playback ids moved): intake hands each
+//! committed change to [`PlaybackCache::observe`] before it answers the webhook, so a query sent after a
+//! webhook's acknowledgement never sees the state before it.
 //!
 //! A read that raced a change must not store what it read: it takes the cache's generation before reading
 //! the database and stores only if no media changed since ([`PlaybackCache::put`]). A change committed
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use entity::media;
 
-use crate::events::{Change, Moved, Snapshot};
+use super::{Change, Moved, Snapshot};
 
 /// Answers kept at most; past it the cache starts empty again.
 const CAPACITY: usize = 10_000;
@@ -61,15 +62,33 @@ impl PlaybackCache {
         inner.entries.insert(playback_id.to_owned(), media);
     }
 
-    /// Forgets every answer when `change` moved a media or a live stream (a playback id may have moved
-    /// from a media to a stream). Call it after the commit, before answering.
+    /// Forgets the answers `change` may alter: those about a media it moved, and those for any playback id
+    /// of a media or stream it moved (a playback id may have moved to it from another owner). Every such
+    /// change also bumps the generation, so reads racing it are not kept. Call it after the commit, before
+    /// answering.
     pub fn observe(&self, change: &Change) {
-        let moves_playback =
-            |moved: &Moved| matches!(moved, Moved::Media(_) | Moved::LiveStream(_));
-        if change.moved.iter().any(moves_playback) {
-            let mut inner = self.lock();
-            inner.generation += 1;
-            inner.entries.clear();
+        let mut media = Vec::new();
+        let mut playback_ids = Vec::new();
+        for moved in change.moved.iter() {
+            match moved {
+                Moved::Media(snapshot) => {
+                    media.push(snapshot.row.id.as_str());
+                    playback_ids.extend(snapshot.playback_ids.iter().map(|p| p.id.as_str()));
+                }
+                Moved::LiveStream(snapshot) => {
+                    playback_ids.extend(snapshot.playback_ids.iter().map(|p| p.id.as_str()));
+                }
+                Moved::SimulcastTarget(_) => {}
+            }
         }
+        if media.is_empty() && playback_ids.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.entries.retain(|playback_id, answer| {
+            !media.contains(&answer.row.id.as_str())
+                && !playback_ids.contains(&playback_id.as_str())
+        });
     }
 }
