@@ -13,7 +13,6 @@ pub type LiveState = WithPlaybackIds<live_stream::Model>;
 
 pub const STATUSES: [&str; 5] = ["IDLE", "PREPARING", "ACTIVE", "DISABLED", "DELETED"];
 
-/// Applies `event` to the stream `id` whose state was `prior`. A deleted stream stays deleted.
 /// The stream `id` as its events, in order-key order, make it (`None` without events).
 pub fn fold(id: &str, history: &[Event]) -> Option<LiveState> {
     history
@@ -21,6 +20,7 @@ pub fn fold(id: &str, history: &[Event]) -> Option<LiveState> {
         .fold(None, |state, event| Some(step(state.as_ref(), id, event)))
 }
 
+/// Applies `event` to the stream `id` whose state was `prior`. A deleted stream stays deleted.
 pub fn step(prior: Option<&LiveState>, id: &str, event: &Event) -> LiveState {
     if let Some(prior) = prior.filter(|p| p.row.status == "DELETED") {
         return prior.clone();

@@ -33,7 +33,6 @@ const PROCESSING: [&str; 7] = [
     "PROCESSING",
 ];
 
-/// Applies `event` to the media `id` whose state was `prior`. A deleted media stays deleted.
 /// The media `id` as its events, in order-key order, make it (`None` without events).
 pub fn fold(id: &str, history: &[Event]) -> Option<MediaState> {
     history
@@ -41,6 +40,7 @@ pub fn fold(id: &str, history: &[Event]) -> Option<MediaState> {
         .fold(None, |state, event| Some(step(state.as_ref(), id, event)))
 }
 
+/// Applies `event` to the media `id` whose state was `prior`. A deleted media stays deleted.
 pub fn step(prior: Option<&MediaState>, id: &str, event: &Event) -> MediaState {
     if let Some(prior) = prior.filter(|p| p.row.status == "DELETED") {
         return prior.clone();

@@ -92,12 +92,8 @@ pub enum IngestError {
 /// Everything intake needs. Cheap to clone.
 #[derive(Clone)]
 pub struct Intake {
-    /// The connection pool.
-    pub db: DatabaseConnection,
     /// Signing keys; empty accepts unsigned deliveries (loopback development only, enforced at start).
     pub secrets: Secrets,
-    /// Where committed changes go.
-    pub publisher: Publisher,
     /// The group-commit writer tasks that store deliveries (on SQLite one: SQLite's single writer).
     writer: Writer,
 }
@@ -115,13 +111,8 @@ impl Intake {
             DbBackend::Postgres => writer::POSTGRES_WRITERS,
             _ => 1,
         };
-        let writer = Writer::spawn(db.clone(), publisher.clone(), metrics, writers);
-        Self {
-            db,
-            secrets,
-            publisher,
-            writer,
-        }
+        let writer = Writer::spawn(db, publisher, metrics, writers);
+        Self { secrets, writer }
     }
 
     /// Handles one delivery's raw body and `FastPix-Signature` header value.
