@@ -354,14 +354,15 @@ pub async fn fanout(
     changes: usize,
     sizes: &Sizes,
 ) -> Result<FanoutOutcome> {
-    let statuses: Vec<&'static str> = (0..changes)
-        .map(|k| {
-            if k.is_multiple_of(2) {
-                "ACTIVE"
-            } else {
-                "IDLE"
-            }
-        })
+    // Every change's webhook (signed) and frame are made before the timed loop: neither side pays for
+    // building its request while a change is being timed.
+    let events = LiveEvents::new(subscribers as u64);
+    let webhooks: Vec<(Vec<u8>, String, &'static str)> =
+        (0..changes).map(|k| events.change(k as u64)).collect();
+    let statuses: Vec<&'static str> = webhooks.iter().map(|(_, _, status)| *status).collect();
+    let frames: Vec<Vec<u8>> = statuses
+        .iter()
+        .map(|status| status_frame(status).into_bytes())
         .collect();
     let client = http_client(4);
 
@@ -384,8 +385,7 @@ pub async fn fanout(
     let url = format!("{}/publish", server.http());
     let meter = CpuMeter::start(&server);
     let sent = drive_changes(&crowd, changes, async |k| {
-        let frame = status_frame(statuses[k]).into_bytes();
-        post_expect(&client, &url, &[], frame, "receivers").await
+        post_expect(&client, &url, &[], frames[k].clone(), "receivers").await
     })
     .await;
     let baseline_cpu = meter.stop(&server, changes as u64);
@@ -396,7 +396,6 @@ pub async fn fanout(
     // fastpix-sync: a signed webhook per change, `liveStream(id:)` subscribers.
     let db = BenchDb::create(&Backend::Sqlite).await?;
     let server = start_ours(launch, &db.url, &format!("fanout-{subscribers}")).await?;
-    let events = LiveEvents::new(subscribers as u64);
     let webhook = format!("{}/webhooks/fastpix", server.http());
     post_webhook(&client, &webhook, events.created()).await?;
     let crowd = connect_crowd(
@@ -412,8 +411,8 @@ pub async fn fanout(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let meter = CpuMeter::start(&server);
     let sent = drive_changes(&crowd, changes, async |k| {
-        let (body, signature, _) = events.change(k as u64);
-        post_webhook(&client, &webhook, (body, signature)).await
+        let (body, signature, _) = &webhooks[k];
+        post_webhook(&client, &webhook, (body.clone(), signature.clone())).await
     })
     .await;
     let ours_cpu = meter.stop(&server, changes as u64);
@@ -675,8 +674,9 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
     }
     let config = &sizes.query;
     let url = Arc::new(format!("{}/graphql", server.http()));
+    // Each side opens its own connections, so neither starts on the other's warm ones.
     let client = http_client(config.workers);
-    let (c, u) = (client.clone(), url.clone());
+    let (c, u) = (http_client(config.workers), url.clone());
     let typename = closed_loop(config, move |_| {
         let (client, url) = (c.clone(), u.clone());
         async move {
@@ -707,7 +707,7 @@ impl QueryOutcome {
     pub fn rows(&mut self) -> Vec<Row> {
         let scenario = format!("query, {} connections", self.connections);
         let note = format!(
-            "`mediaByPlaybackId` over {} media vs `{{ __typename }}`; {} and {} answered; {}",
+            "`mediaByPlaybackId` over {} media vs `{{ __typename }}` (on SQLite, an answer read once is then kept in memory until a change touches it); {} and {} answered; {}",
             self.media,
             self.ours.ok,
             self.baseline.ok,
