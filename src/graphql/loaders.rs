@@ -8,6 +8,7 @@ use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::{live_stream, media, playback_id, simulcast_target};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
+use crate::store::entities;
 use crate::webhook::fields::Playback;
 
 /// The loaders of one request. Made per request and caching within it: a key asked for twice in one
@@ -49,31 +50,13 @@ pub struct StreamById(pub String);
 type Loaded<K, V> = Result<HashMap<K, V>, Arc<DbErr>>;
 
 /// Playback ids of many owners in one query, grouped by owner (every owner gets an entry).
-pub(crate) async fn playback_ids(
+async fn playback_ids(
     db: &DatabaseConnection,
     column: playback_id::Column,
     owners: Vec<String>,
 ) -> Result<HashMap<String, Arc<Vec<Playback>>>, Arc<DbErr>> {
-    let rows = playback_id::Entity::find()
-        .filter(column.is_in(owners.clone()))
-        .order_by_asc(playback_id::Column::Position)
-        .all(db)
-        .await?;
-    let mut grouped: HashMap<String, Vec<Playback>> =
-        owners.into_iter().map(|o| (o, Vec::new())).collect();
-    for row in rows {
-        let owner = match column {
-            playback_id::Column::MediaId => row.media_id,
-            _ => row.live_stream_id,
-        };
-        if let Some(list) = owner.and_then(|o| grouped.get_mut(&o)) {
-            list.push(Playback {
-                id: row.id,
-                access_policy: row.access_policy,
-            });
-        }
-    }
-    Ok(grouped.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
+    let lists = entities::load_playback_lists(db, column, owners).await?;
+    Ok(lists.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
 }
 
 impl Loader<PlaybackOfMedia> for Batch {

@@ -4,15 +4,12 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ID, Object, Result};
 use entity::{live_stream, media, playback_id, simulcast_target, webhook_event};
 use sea_orm::sea_query::ExprTrait;
-use std::sync::Arc;
 
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, PrimaryKeyTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::errors::{internal, not_found};
-use super::loaders::playback_ids;
 use super::pagination::{Position, decode, decode_event_cursor, encode, event_cursor, page_size};
 use super::types::{
     LiveStream, LiveStreamStatus, Media, MediaStatus, SimulcastTarget, WebhookEvent,
@@ -20,8 +17,7 @@ use super::types::{
 use super::{auth::Role, errors::forbidden};
 use crate::events::Snapshot;
 use crate::events::cache::PlaybackCache;
-use crate::store::entities;
-use crate::webhook::fields::Playback;
+use crate::store::entities::{self, PlaybackOwner};
 
 pub struct Query;
 
@@ -37,22 +33,18 @@ fn after<C: ColumnTrait>(sort: C, id: C, position: &Position) -> Condition {
 }
 
 /// The two entity kinds with playback ids and paged lists: what differs between them for `Query`.
-trait Listed: EntityTrait {
-    type Node: async_graphql::OutputType;
+trait Listed: EntityTrait<Model: PlaybackOwner> {
+    type Node: async_graphql::OutputType + From<Snapshot<Self::Model>>;
     /// The list's name in its cursors.
     const LIST: &'static str;
-    /// The `playback_id` column naming the owner.
-    const OWNER: playback_id::Column;
     /// The status, sort and id columns.
     const COLUMNS: [Self::Column; 3];
     fn sort_key(row: &Self::Model) -> (i64, &str);
-    fn node(row: Self::Model, playback: Option<Arc<Vec<Playback>>>) -> Self::Node;
 }
 
 impl Listed for media::Entity {
     type Node = Media;
     const LIST: &'static str = "media";
-    const OWNER: playback_id::Column = playback_id::Column::MediaId;
     const COLUMNS: [media::Column; 3] = [
         media::Column::Status,
         media::Column::SortNs,
@@ -61,18 +53,11 @@ impl Listed for media::Entity {
     fn sort_key(row: &media::Model) -> (i64, &str) {
         (row.sort_ns, &row.id)
     }
-    fn node(row: media::Model, playback_ids: Option<Arc<Vec<Playback>>>) -> Media {
-        Media {
-            playback_ids,
-            ..Media::from(row)
-        }
-    }
 }
 
 impl Listed for live_stream::Entity {
     type Node = LiveStream;
     const LIST: &'static str = "liveStream";
-    const OWNER: playback_id::Column = playback_id::Column::LiveStreamId;
     const COLUMNS: [live_stream::Column; 3] = [
         live_stream::Column::Status,
         live_stream::Column::SortNs,
@@ -81,12 +66,6 @@ impl Listed for live_stream::Entity {
     fn sort_key(row: &live_stream::Model) -> (i64, &str) {
         (row.sort_ns, &row.id)
     }
-    fn node(row: live_stream::Model, playback_ids: Option<Arc<Vec<Playback>>>) -> LiveStream {
-        LiveStream {
-            playback_ids,
-            ..LiveStream::from(row)
-        }
-    }
 }
 
 /// Rows with their playback ids attached (one query for all of them).
@@ -94,33 +73,41 @@ async fn with_playback<E: Listed>(
     db: &DatabaseConnection,
     rows: Vec<E::Model>,
 ) -> Result<Vec<E::Node>> {
-    let ids = rows.iter().map(|r| E::sort_key(r).1.to_owned()).collect();
-    let mut playback = playback_ids(db, E::OWNER, ids).await.map_err(internal)?;
+    let ids = rows.iter().map(|row| row.owner().id()).collect();
+    let column = <E::Model as PlaybackOwner>::COLUMN;
+    let mut lists = entities::load_playback_lists(db, column, ids)
+        .await
+        .map_err(internal)?;
     Ok(rows
         .into_iter()
         .map(|row| {
-            let playback_ids = playback.remove(E::sort_key(&row).1);
-            E::node(row, playback_ids)
+            let list = lists.remove(&row.owner().id()).unwrap_or_default();
+            E::Node::from(Snapshot::new(row, list))
         })
         .collect())
 }
 
-/// The entity `id` with its playback ids; `NOT_FOUND` (naming `what` and `key`) when it is not stored.
-async fn one<E: Listed>(
+/// The media or live stream `id` with its playback ids; `NOT_FOUND` (naming `what` and `key`) when it is
+/// not stored.
+async fn one<M>(
     db: &DatabaseConnection,
     id: Option<String>,
     what: &str,
     key: &str,
-) -> Result<Option<E::Node>>
+) -> Result<Snapshot<M>>
 where
-    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<String>,
+    M: PlaybackOwner,
+    M::Entity: EntityTrait<Model = M>,
 {
-    let row = match id {
-        Some(id) => E::find_by_id(id).one(db).await.map_err(internal)?,
+    let state = match id {
+        Some(id) => entities::load_owners::<M>(db, vec![id])
+            .await
+            .map_err(internal)?
+            .pop(),
         None => None,
     };
-    let row = row.ok_or_else(|| not_found(what, key))?;
-    Ok(with_playback::<E>(db, vec![row]).await?.pop())
+    let state = state.ok_or_else(|| not_found(what, key))?;
+    Ok(Snapshot::new(state.row, state.playback_ids))
 }
 
 /// The arguments of a `mediaList` / `liveStreams` page.
@@ -215,7 +202,8 @@ async fn playback_row(
 impl Query {
     /// A media by its FastPix id (deleted media are returned as tombstones).
     async fn media(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Media>> {
-        one::<media::Entity>(db(ctx)?, Some(id.0.clone()), "media", &id).await
+        let media = one::<media::Model>(db(ctx)?, Some(id.0.clone()), "media", &id).await?;
+        Ok(Some(media.into()))
     }
 
     /// The media a playback id plays: what a player page asks first.
@@ -233,16 +221,11 @@ impl Query {
         let db = db(ctx)?;
         let owner = playback_row(db, &playback_id).await?;
         let media_id = owner.and_then(|row| row.media_id);
-        let found =
-            one::<media::Entity>(db, media_id, "media with playback id", &playback_id).await?;
-        if let (Some((cache, generation)), Some(media)) = (keep, &found) {
-            let snapshot = Snapshot {
-                row: media.row.clone(),
-                playback_ids: media.playback_ids.clone().unwrap_or_default(),
-            };
-            cache.put(generation, &playback_id, snapshot);
+        let found = one(db, media_id, "media with playback id", &playback_id).await?;
+        if let Some((cache, generation)) = keep {
+            cache.put(generation, &playback_id, found.clone());
         }
-        Ok(found)
+        Ok(Some(found.into()))
     }
 
     /// Media, newest first. `first` is capped at 100. Deleted media only with `includeDeleted`.
@@ -265,7 +248,9 @@ impl Query {
     }
 
     async fn live_stream(&self, ctx: &Context<'_>, id: ID) -> Result<Option<LiveStream>> {
-        one::<live_stream::Entity>(db(ctx)?, Some(id.0.clone()), "live stream", &id).await
+        let stream =
+            one::<live_stream::Model>(db(ctx)?, Some(id.0.clone()), "live stream", &id).await?;
+        Ok(Some(stream.into()))
     }
 
     async fn live_stream_by_playback_id(
@@ -277,7 +262,8 @@ impl Query {
         let owner = playback_row(db, &playback_id).await?;
         let stream_id = owner.and_then(|row| row.live_stream_id);
         let what = "live stream with playback id";
-        one::<live_stream::Entity>(db, stream_id, what, &playback_id).await
+        let stream = one::<live_stream::Model>(db, stream_id, what, &playback_id).await?;
+        Ok(Some(stream.into()))
     }
 
     /// Live streams, newest first. `first` is capped at 100. Deleted streams only with `includeDeleted`.

@@ -45,16 +45,18 @@ impl<'a> Owner<'a> {
     }
 }
 
-/// The playback ids of the owners `ids` (all media, or all live streams, as `column` says), by owner id.
-async fn load_playback_lists(
+/// The playback ids of the owners `ids` (all media, or all live streams, as `column` says), by owner id:
+/// one query. Every owner has an entry, empty when it has no playback id.
+pub async fn load_playback_lists(
     db: &impl ConnectionTrait,
     column: playback_id::Column,
     ids: Vec<String>,
 ) -> Result<HashMap<String, Vec<Playback>>, DbErr> {
-    let mut lists: HashMap<String, Vec<Playback>> = HashMap::new();
     if ids.is_empty() {
-        return Ok(lists);
+        return Ok(HashMap::new());
     }
+    let mut lists: HashMap<String, Vec<Playback>> =
+        ids.iter().map(|id| (id.clone(), Vec::new())).collect();
     let rows = playback_id::Entity::find()
         .filter(column.is_in(ids))
         .order_by_asc(playback_id::Column::Position)
