@@ -36,6 +36,8 @@ struct Inner {
     intake_batch_size: Histogram,
     /// Group commits that failed and were stored again one delivery at a time.
     intake_batch_retries: IntCounter,
+    /// Verified deliveries handed to the intake writers and not answered yet.
+    intake_pending: IntGauge,
 }
 
 impl Default for Metrics {
@@ -101,6 +103,10 @@ impl Metrics {
             "relay_reconnects_total",
             "Times the PostgreSQL change relay lost its listener connection and reconnected",
         );
+        let intake_pending = IntGauge::new(
+            "intake_pending",
+            "Verified webhook deliveries waiting for their intake transaction to commit",
+        );
         let intake_batch_size = Histogram::with_opts(
             HistogramOpts::new(
                 "intake_batch_size",
@@ -125,6 +131,7 @@ impl Metrics {
             relay_reconnects: register(&registry, relay_reconnects.expect(valid)),
             intake_batch_size: register(&registry, intake_batch_size.expect(valid)),
             intake_batch_retries: register(&registry, intake_batch_retries.expect(valid)),
+            intake_pending: register(&registry, intake_pending.expect(valid)),
             registry,
         }))
     }
@@ -170,6 +177,11 @@ impl Metrics {
     /// Counts a running subscription until the guard is dropped.
     pub fn subscription_started(&self) -> GaugeGuard {
         GaugeGuard::new(self.0.subscriptions.clone())
+    }
+
+    /// Counts a delivery waiting for its intake commit until the guard is dropped.
+    pub fn intake_waiting(&self) -> GaugeGuard {
+        GaugeGuard::new(self.0.intake_pending.clone())
     }
 
     /// Counts a running shared execution until the guard is dropped.

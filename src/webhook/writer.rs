@@ -91,6 +91,7 @@ pub struct Delivery {
 #[derive(Clone)]
 pub struct Writer {
     queues: Vec<mpsc::Sender<Queued>>,
+    metrics: Metrics,
 }
 
 impl Writer {
@@ -113,7 +114,7 @@ impl Writer {
                 queue
             })
             .collect();
-        Self { queues }
+        Self { queues, metrics }
     }
 
     /// The writer of `delivery`: the one its entity (a target's stream) hashes to.
@@ -129,6 +130,7 @@ impl Writer {
 
     /// Stores a delivery; answers once it is committed (or failed).
     pub async fn store(&self, delivery: Delivery) -> Result<Reply, DbErr> {
+        let _waiting = self.metrics.intake_waiting();
         let (reply, answer) = oneshot::channel();
         let stopped = || DbErr::Custom("the intake writer has stopped".into());
         self.queue_of(&delivery)

@@ -22,11 +22,7 @@ async fn break_media_writes(app: &TestApp) {
 }
 
 async fn repair_media_writes(app: &TestApp) {
-    app.db
-        .execute_unprepared("DROP TRIGGER refuse_media ON media")
-        .await
-        .or(app.db.execute_unprepared("DROP TRIGGER refuse_media").await)
-        .expect("dropping the trigger");
+    app.drop_media_trigger("refuse_media").await;
 }
 
 #[tokio::test]

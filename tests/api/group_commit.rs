@@ -3,11 +3,14 @@
 //! gaps; and a delivery that fails makes only its own answer fail.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use entity::webhook_event;
+use fastpix_sync::webhook::verify::sign;
 use futures_util::StreamExt;
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryOrder, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryOrder, TransactionTrait,
+};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -100,9 +103,13 @@ async fn concurrent_deliveries_are_stored_once_in_gapless_positions_with_the_in_
         .iter()
         .map(|(id, outcome, _)| (id.as_str(), outcome.as_str()))
         .collect();
+    let mut sent: BTreeMap<String, usize> = BTreeMap::new();
+    for body in &bodies {
+        *sent.entry(event_id(body)).or_default() += 1;
+    }
     for (id, statuses) in &answered {
-        let (duplicates, stores): (Vec<&String>, Vec<&String>) =
-            statuses.iter().partition(|s| *s == "duplicate");
+        assert_eq!(statuses.len(), sent[id], "{id}: one answer per copy sent");
+        let stores: Vec<&String> = statuses.iter().filter(|s| *s != "duplicate").collect();
         assert_eq!(stores.len(), 1, "{id}: {statuses:?}");
         assert_eq!(
             Some(stores[0].as_str()),
@@ -110,7 +117,6 @@ async fn concurrent_deliveries_are_stored_once_in_gapless_positions_with_the_in_
             "{id}: the answer is the stored outcome"
         );
         assert!(["applied", "stale"].contains(&stores[0].as_str()), "{id}");
-        assert_eq!(duplicates.len(), statuses.len() - 1);
     }
 
     let rows = app.entity_rows().await;
@@ -164,34 +170,74 @@ async fn refuse_poison(app: &TestApp) {
     }
 }
 
+/// Holds the position counter (on SQLite: the write lock), so that each writer's first transaction waits
+/// until the hold ends, and the deliveries after it queue up behind it.
+async fn hold_log_position(app: &TestApp) -> DatabaseTransaction {
+    let hold = app.db.begin().await.unwrap();
+    hold.execute_unprepared("UPDATE log_position SET last = last WHERE id = 1")
+        .await
+        .unwrap();
+    hold
+}
+
+/// Waits until `n` deliveries wait for their commit.
+async fn await_pending(app: &TestApp, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.metric("fastpix_sync_intake_pending", &[]).await != n as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "{n} deliveries never waited together"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Posts `bodies` signed while `hold` keeps the writers from committing: each one once every one before it
+/// waits for its commit, so that they reach the writers in this order. Then ends `hold`; returns the
+/// responses.
+async fn post_in_order_behind(
+    app: &TestApp,
+    hold: DatabaseTransaction,
+    bodies: &[Vec<u8>],
+) -> Vec<reqwest::Response> {
+    let (open, gate) = tokio::sync::watch::channel(0);
+    let posts = bodies.iter().enumerate().map(|(k, body)| {
+        let mut gate = gate.clone();
+        async move {
+            gate.wait_for(|&opened| opened >= k).await.unwrap();
+            app.post_webhook(body.clone(), Some(sign(SECRET, body)))
+                .await
+        }
+    });
+    let driver = async {
+        for k in 0..bodies.len() {
+            open.send(k).unwrap();
+            await_pending(app, k + 1).await;
+        }
+        hold.commit().await.unwrap();
+    };
+    let (responses, ()) = tokio::join!(futures_util::future::join_all(posts), driver);
+    responses
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_delivery_in_a_concurrent_burst_fails_alone() {
     const GOOD: usize = 30;
     let app = spawn_app().await;
     refuse_poison(&app).await;
 
-    // Hold the position counter (on SQLite: the write lock), so that the writer's first transaction
-    // waits and the burst, the poisoned delivery included, queues up behind it into one batch.
-    let hold = app.db.begin().await.unwrap();
-    hold.execute_unprepared("UPDATE log_position SET last = last WHERE id = 1")
-        .await
-        .unwrap();
-    let good: Vec<Vec<u8>> = (1..=GOOD).map(media_created).collect();
+    // The deliveries queue up behind each writer's first transaction, the poisoned one last: it is stored
+    // in a group commit with others.
+    let mut bodies: Vec<Vec<u8>> = (1..=GOOD).map(media_created).collect();
     let poison = media_created(0);
-    let goods = futures_util::future::join_all(good.iter().map(|body| app.deliver(body)));
-    let poisoned = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        app.post_webhook(
-            poison.clone(),
-            Some(fastpix_sync::webhook::verify::sign(SECRET, &poison)),
-        )
-        .await
-    };
-    let release = async {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        hold.commit().await.unwrap();
-    };
-    let (answers, poisoned, ()) = tokio::join!(goods, poisoned, release);
+    bodies.push(poison.clone());
+    let hold = hold_log_position(&app).await;
+    let mut responses = post_in_order_behind(&app, hold, &bodies).await;
+    let poisoned = responses.pop().unwrap();
+    let mut answers = Vec::new();
+    for response in responses {
+        answers.push(answer_of(response).await);
+    }
 
     assert_eq!(poisoned.status(), 503);
     assert!(poisoned.headers().contains_key("retry-after"));
@@ -216,14 +262,7 @@ async fn a_failing_delivery_in_a_concurrent_burst_fails_alone() {
     assert_eq!(app.count("playback_id").await, GOOD as i64);
 
     // FastPix retries it once the failure is gone.
-    app.db
-        .execute_unprepared("DROP TRIGGER refuse_poison ON media")
-        .await
-        .or(app
-            .db
-            .execute_unprepared("DROP TRIGGER refuse_poison")
-            .await)
-        .expect("dropping the trigger");
+    app.drop_media_trigger("refuse_poison").await;
     assert_eq!(app.deliver(&poison).await, (200, "applied".to_owned()));
     let stored = stored_events(&app).await;
     assert_eq!(stored.len(), GOOD + 1);
@@ -272,23 +311,12 @@ async fn a_batch_answers_and_ends_as_its_deliveries_one_at_a_time() {
     let transactions_before = app
         .metric("fastpix_sync_intake_batch_size_count", &[])
         .await;
-    let hold = app.db.begin().await.unwrap();
-    hold.execute_unprepared("UPDATE log_position SET last = last WHERE id = 1")
-        .await
-        .unwrap();
-    let deliveries = order.iter().enumerate().map(|(k, &i)| {
-        let body = &bodies[i];
-        let app = &app;
-        async move {
-            tokio::time::sleep(Duration::from_millis(20 * k as u64)).await;
-            app.deliver(body).await
-        }
-    });
-    let release = async {
-        tokio::time::sleep(Duration::from_millis(20 * order.len() as u64 + 300)).await;
-        hold.commit().await.unwrap();
-    };
-    let (answers, ()) = tokio::join!(futures_util::future::join_all(deliveries), release);
+    let hold = hold_log_position(&app).await;
+    let ordered: Vec<Vec<u8>> = order.iter().map(|&i| bodies[i].clone()).collect();
+    let mut answers = Vec::new();
+    for response in post_in_order_behind(&app, hold, &ordered).await {
+        answers.push(answer_of(response).await);
+    }
     let transactions = app
         .metric("fastpix_sync_intake_batch_size_count", &[])
         .await

@@ -280,9 +280,7 @@ impl TestApp {
         let response = self
             .post_webhook(body.to_vec(), Some(sign(SECRET, body)))
             .await;
-        let code = response.status().as_u16();
-        let json: Value = response.json().await.unwrap_or(Value::Null);
-        (code, json["status"].as_str().unwrap_or_default().to_owned())
+        answer_of(response).await
     }
 
     /// Signs and posts a fixture; asserts a 200.
@@ -290,6 +288,18 @@ impl TestApp {
         let (code, status) = self.deliver(&fixture(name)).await;
         assert_eq!(code, 200, "{name}");
         status
+    }
+
+    /// Drops a trigger on `media` that a test made to fail writes.
+    pub async fn drop_media_trigger(&self, name: &str) {
+        let statement = match self.test_db.backend() {
+            sea_orm::DbBackend::Postgres => format!("DROP TRIGGER {name} ON media"),
+            _ => format!("DROP TRIGGER {name}"),
+        };
+        self.db
+            .execute_unprepared(&statement)
+            .await
+            .expect("dropping the trigger");
     }
 
     pub async fn count(&self, table: &str) -> i64 {
@@ -349,6 +359,13 @@ impl TestApp {
     pub async fn entity_rows(&self) -> Value {
         entity_rows(&self.db).await
     }
+}
+
+/// The HTTP status and the `status` field of a webhook's answer.
+pub async fn answer_of(response: reqwest::Response) -> (u16, String) {
+    let code = response.status().as_u16();
+    let json: Value = response.json().await.unwrap_or(Value::Null);
+    (code, json["status"].as_str().unwrap_or_default().to_owned())
 }
 
 pub async fn entity_rows(db: &DatabaseConnection) -> Value {
