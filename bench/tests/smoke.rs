@@ -87,8 +87,16 @@ async fn idle_connections_stay_open() {
     assert_eq!(outcome.ours.open, sizes.idle);
     assert_eq!(outcome.baseline.open, sizes.idle);
     assert_eq!(outcome.ours_unsubscribed.open, sizes.idle);
-    // In-process servers have no RSS of their own: the full run measures it.
-    assert_eq!(outcome.rows().len(), 1);
+    // In-process servers have no RSS of their own: the full run measures it; the row says so.
+    let rows = outcome.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].ours, None);
+    assert!(
+        rows[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("open: ours"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,4 +106,7 @@ async fn queries_answer() {
         .await
         .expect("the query scenario runs");
     assert_all_answered(&mut outcome.ours, &mut outcome.baseline, 20);
+    let rows = outcome.rows();
+    assert_eq!(rows.len(), 2, "requests/s and p99");
+    assert!(rows.iter().all(|r| r.ratio().is_some()));
 }

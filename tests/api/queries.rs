@@ -534,16 +534,18 @@ async fn media_by_playback_id_never_answers_older_than_the_last_acknowledged_web
         .map(|_| {
             let (client, address, stop) = (app.client.clone(), app.address.clone(), stop.clone());
             tokio::spawn(async move {
-                let mut answers = 0;
+                // Answers that found the media (those a stale cache entry could have served).
+                let mut found = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    by_playback(&client, &address).await;
-                    answers += 1;
+                    let answer = by_playback(&client, &address).await;
+                    if answer["data"]["mediaByPlaybackId"].is_object() {
+                        found += 1;
+                    }
                 }
-                answers
+                found
             })
         })
         .collect();
-    let mut compared = 0;
     const ROUNDS: usize = 5;
     for round in 0..ROUNDS {
         for name in MEDIA_SEQUENCE {
@@ -565,13 +567,10 @@ async fn media_by_playback_id_never_answers_older_than_the_last_acknowledged_web
             let (status, body) = app.deliver(&serde_json::to_vec(&event).unwrap()).await;
             assert_eq!(status, 200, "{body}");
             let answer = by_playback(&app.client, &app.address).await;
-            let Some(media) = answer["data"]["mediaByPlaybackId"].as_object() else {
-                assert_eq!(
-                    answer["errors"][0]["extensions"]["code"], "NOT_FOUND",
-                    "{answer}"
-                );
-                continue;
-            };
+            // The first delivery creates the media with this playback id; no later one removes it.
+            let media = answer["data"]["mediaByPlaybackId"]
+                .as_object()
+                .unwrap_or_else(|| panic!("after {name}, round {round}: {answer}"));
             let id = media["id"].as_str().unwrap();
             let stored = app
                 .query(
@@ -583,17 +582,12 @@ async fn media_by_playback_id_never_answers_older_than_the_last_acknowledged_web
                 answer["data"]["mediaByPlaybackId"], stored["media"],
                 "after {name}, round {round}"
             );
-            compared += 1;
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for reader in readers {
         assert!(reader.await.unwrap() > 0);
     }
-    assert!(
-        compared >= 5,
-        "the playback id was found after {compared} deliveries"
-    );
 
     // On one instance (SQLite) a repeated question is answered from memory.
     if !app.test_db.is_postgres() {
