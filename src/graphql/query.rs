@@ -42,31 +42,26 @@ trait Listed: EntityTrait<Model: PlaybackOwner> {
     fn sort_key(row: &Self::Model) -> (i64, &str);
 }
 
-impl Listed for media::Entity {
-    type Node = Media;
-    const LIST: &'static str = "media";
-    const COLUMNS: [media::Column; 3] = [
-        media::Column::Status,
-        media::Column::SortNs,
-        media::Column::Id,
-    ];
-    fn sort_key(row: &media::Model) -> (i64, &str) {
-        (row.sort_ns, &row.id)
-    }
+/// Media and live streams list alike: by status, then newest first by `(sort_ns, id)`.
+macro_rules! listed {
+    ($entity:ident, $node:ty, $list:literal) => {
+        impl Listed for $entity::Entity {
+            type Node = $node;
+            const LIST: &'static str = $list;
+            const COLUMNS: [$entity::Column; 3] = [
+                $entity::Column::Status,
+                $entity::Column::SortNs,
+                $entity::Column::Id,
+            ];
+            fn sort_key(row: &$entity::Model) -> (i64, &str) {
+                (row.sort_ns, &row.id)
+            }
+        }
+    };
 }
 
-impl Listed for live_stream::Entity {
-    type Node = LiveStream;
-    const LIST: &'static str = "liveStream";
-    const COLUMNS: [live_stream::Column; 3] = [
-        live_stream::Column::Status,
-        live_stream::Column::SortNs,
-        live_stream::Column::Id,
-    ];
-    fn sort_key(row: &live_stream::Model) -> (i64, &str) {
-        (row.sort_ns, &row.id)
-    }
-}
+listed!(media, Media, "media");
+listed!(live_stream, LiveStream, "liveStream");
 
 /// Rows with their playback ids attached (one query for all of them).
 async fn with_playback<E: Listed>(

@@ -207,13 +207,10 @@ async fn a_cursor_from_one_instance_resumes_on_the_other() {
 /// A fixed pseudo-random permutation of `0..n` for round `round`.
 fn shuffled(n: usize, round: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (round as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    for i in (1..n).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        order.swap(i, (state % (i as u64 + 1)) as usize);
-    }
+    shuffle(
+        &mut order,
+        (round as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+    );
     order
 }
 

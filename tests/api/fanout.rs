@@ -22,17 +22,24 @@ fn big_update(n: usize) -> Vec<u8> {
     serde_json::to_vec(&event).unwrap()
 }
 
-async fn watch_stream(app: &TestApp) -> WsClient {
-    let mut client = WsClient::connect(app, TRANSPORT_WS).await;
+/// A client on `protocol` subscribed (operation `s`) to `query` with the variable `id`.
+async fn subscribed(app: &TestApp, protocol: &str, query: &str, id: &str) -> WsClient {
+    let mut client = WsClient::connect(app, protocol).await;
     client.init(json!({})).await;
+    client.subscribe("s", query, json!({ "id": id })).await;
     client
-        .subscribe(
-            "s",
-            "subscription($id: ID) { liveStream(id: $id) { lastEventType metadata } }",
-            json!({ "id": STREAM_ID }),
-        )
-        .await;
-    client
+}
+
+/// [`subscribed`], past its first message (returned).
+async fn watcher(app: &TestApp, protocol: &str, query: &str, id: &str) -> (WsClient, Value) {
+    let mut client = subscribed(app, protocol, query, id).await;
+    let first = client.next_data("s").await;
+    (client, first)
+}
+
+async fn watch_stream(app: &TestApp) -> WsClient {
+    let query = "subscription($id: ID) { liveStream(id: $id) { lastEventType metadata } }";
+    subscribed(app, TRANSPORT_WS, query, STREAM_ID).await
 }
 
 fn n_of(data: &Value) -> Option<usize> {
@@ -165,13 +172,7 @@ const STATUS_OF_STREAM: &str = "subscription($id: ID) { liveStream(id: $id) { st
 
 /// A client on `protocol` subscribed to [`STATUS_OF_STREAM`] for `stream`, past its first frame.
 async fn status_watcher(app: &TestApp, protocol: &str) -> (WsClient, Value) {
-    let mut client = WsClient::connect(app, protocol).await;
-    client.init(json!({})).await;
-    client
-        .subscribe("s", STATUS_OF_STREAM, json!({ "id": STREAM_ID }))
-        .await;
-    let first = client.next_data("s").await;
-    (client, first)
+    watcher(app, protocol, STATUS_OF_STREAM, STREAM_ID).await
 }
 
 /// The stream's status as a query answers it now.
@@ -316,16 +317,7 @@ async fn relations_send_their_changes_and_the_subscriptions_selecting_them_still
     const RECORDING: &str = "subscription($id: ID) { media(id: $id) { status } }";
     const RECORDINGS: &str =
         "subscription($id: ID) { liveStream(id: $id) { recordings { status } } }";
-    let watch = |query: &'static str, id: &'static str| {
-        let app = &app;
-        async move {
-            let mut client = WsClient::connect(app, TRANSPORT_WS).await;
-            client.init(json!({})).await;
-            client.subscribe("s", query, json!({ "id": id })).await;
-            let first = client.next_data("s").await;
-            (client, first)
-        }
-    };
+    let watch = |query, id| watcher(&app, TRANSPORT_WS, query, id);
     let (mut early, first) = watch(RECORDING_AND_STREAM, RECORDING_ID).await;
     assert_eq!(first["media"]["liveStream"]["status"], "IDLE");
     let (mut recording, first) = watch(RECORDING, RECORDING_ID).await;

@@ -5,12 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use entity::webhook_event;
 use fastpix_sync::webhook::verify::sign;
 use futures_util::StreamExt;
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryOrder, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -18,11 +15,8 @@ use crate::ordering::{in_order_events, renamed, rows_of_case};
 
 /// The stored events as (event id, outcome, position), in position order.
 async fn stored_events(app: &TestApp) -> Vec<(String, String, Option<i64>)> {
-    webhook_event::Entity::find()
-        .order_by_asc(webhook_event::Column::Position)
-        .all(&app.db)
+    app.events_by_position()
         .await
-        .expect("event rows")
         .into_iter()
         .map(|row| (row.event_id, row.outcome, row.position))
         .collect()
@@ -38,17 +32,6 @@ fn assert_gapless(stored: &[(String, String, Option<i64>)]) {
 fn event_id(body: &[u8]) -> String {
     let event: Value = serde_json::from_slice(body).unwrap();
     event["id"].as_str().unwrap().to_owned()
-}
-
-/// A fixed pseudo-random permutation of `items`.
-fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ seed;
-    for i in (1..items.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        items.swap(i, (state % (i as u64 + 1)) as usize);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

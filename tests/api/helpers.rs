@@ -302,6 +302,15 @@ impl TestApp {
             .expect("dropping the trigger");
     }
 
+    /// The stored events, in position order.
+    pub async fn events_by_position(&self) -> Vec<entity::webhook_event::Model> {
+        entity::webhook_event::Entity::find()
+            .order_by_asc(entity::webhook_event::Column::Position)
+            .all(&self.db)
+            .await
+            .expect("event rows")
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         let row = self
             .db
@@ -358,6 +367,17 @@ impl TestApp {
     /// Every entity row (media, live streams, targets, playback ids) as JSON, in id order.
     pub async fn entity_rows(&self) -> Value {
         entity_rows(&self.db).await
+    }
+}
+
+/// A fixed pseudo-random permutation of `items` (xorshift from `seed`).
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ seed;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
     }
 }
 

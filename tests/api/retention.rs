@@ -1,6 +1,6 @@
 //! Acceptance 4 of the operations issue: pruning old events keeps cursors resumable and `replay` exact.
 
-use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+use sea_orm::ConnectionTrait;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -75,11 +75,9 @@ async fn pruning_keeps_cursors_resumable_and_replay_exact() {
         "old events were pruned: {report}"
     );
     // The newest applied event of every media stays.
-    let kept: Vec<String> = entity::webhook_event::Entity::find()
-        .order_by_asc(entity::webhook_event::Column::Position)
-        .all(&app.db)
+    let kept: Vec<String> = app
+        .events_by_position()
         .await
-        .unwrap()
         .into_iter()
         .map(|e| e.event_type)
         .collect();
@@ -99,11 +97,8 @@ async fn pruning_keeps_cursors_resumable_and_replay_exact() {
     // A cursor taken before the prune resumes with exactly the events that remain after it.
     let remaining_after_cursor = {
         let position = fastpix_sync::graphql::pagination::decode_event_cursor(&cursor).unwrap();
-        entity::webhook_event::Entity::find()
-            .order_by_asc(entity::webhook_event::Column::Position)
-            .all(&app.db)
+        app.events_by_position()
             .await
-            .unwrap()
             .into_iter()
             .filter(|e| e.position.unwrap() > position)
             .map(|e| e.event_id)
