@@ -93,14 +93,7 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
                 }
             }
         }
-        if self.locking == Locking::PerEntity {
-            let new: Vec<String> = keys
-                .into_iter()
-                .filter(|key| !self.locked.contains(key))
-                .collect();
-            lock_entities(self.db, new.iter().cloned()).await?;
-            self.locked.extend(new);
-        }
+        self.lock_all(keys).await?;
         let loaded = entities::load_owners(self.db, media.clone()).await?;
         preload(&mut self.media, media, loaded, |s| s.row.id.clone());
         let loaded = entities::load_owners(self.db, live.clone()).await?;
@@ -123,12 +116,19 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
 
     /// Takes an entity's lock, unless this transaction holds it (or locks whole tables).
     pub async fn lock(&mut self, kind: &str, id: &str) -> Result<(), DbErr> {
+        self.lock_all([lock_key(kind, id)]).await
+    }
+
+    /// Takes the locks named `keys` that this transaction does not hold yet, in the order given, in one
+    /// statement (none when it locks whole tables).
+    async fn lock_all(&mut self, keys: impl IntoIterator<Item = String>) -> Result<(), DbErr> {
         if self.locking == Locking::PerEntity {
-            let key = lock_key(kind, id);
-            if !self.locked.contains(&key) {
-                lock_entities(self.db, [key.clone()]).await?;
-                self.locked.insert(key);
-            }
+            let new: Vec<String> = keys
+                .into_iter()
+                .filter(|key| !self.locked.contains(key))
+                .collect();
+            lock_entities(self.db, new.iter().cloned()).await?;
+            self.locked.extend(new);
         }
         Ok(())
     }
