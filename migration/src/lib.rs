@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_create_tables;
 mod m20261127_000002_add_log_position;
+mod m20261127_000003_drop_unused_event_index;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_create_tables::Migration),
             Box::new(m20261127_000002_add_log_position::Migration),
+            Box::new(m20261127_000003_drop_unused_event_index::Migration),
         ]
     }
 }

@@ -4,80 +4,91 @@ use std::collections::{HashMap, HashSet};
 
 use entity::{log_position, webhook_event};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::sea_query::{CaseStatement, Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait,
-    ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QueryTrait, Statement,
+    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 
 use crate::webhook::envelope::Envelope;
 use crate::webhook::event::{Event, OrderKey};
 
-/// Stores, in one statement, the rows whose event id is not stored yet (their `seq` and `position` are
-/// ignored; of rows sharing an event id, the first). Returns the `seq` of each row stored, by event id: a
-/// row missing from it is a duplicate delivery.
-pub async fn insert_new<'r>(
+/// Of `event_ids`, those the log holds already: one query.
+pub async fn stored_ids<'i>(
     db: &impl ConnectionTrait,
-    rows: impl IntoIterator<Item = &'r webhook_event::Model>,
-) -> Result<HashMap<String, i64>, DbErr> {
+    event_ids: impl IntoIterator<Item = &'i str>,
+) -> Result<HashSet<String>, DbErr> {
     use webhook_event::Column as C;
-    let mut ids = HashSet::new();
-    let rows: Vec<_> = rows
-        .into_iter()
-        .filter(|row| ids.insert(row.event_id.as_str()))
-        .map(|row| {
-            let mut active = row.clone().into_active_model().reset_all();
-            active.seq = NotSet;
-            active.position = Set(None);
-            active
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(HashMap::new());
+    let ids: Vec<&str> = event_ids.into_iter().collect();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
     }
-    let mut insert = webhook_event::Entity::insert_many(rows)
-        .on_conflict(OnConflict::column(C::EventId).do_nothing().to_owned())
-        .into_query();
-    insert.returning(Query::returning().columns([C::Seq, C::EventId]));
-    db.query_all(&insert)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get("", "event_id")?, row.try_get("", "seq")?)))
-        .collect()
+    let rows = webhook_event::Entity::find()
+        .select_only()
+        .column(C::EventId)
+        .filter(C::EventId.is_in(ids))
+        .into_tuple::<String>()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
-/// Gives the events stored in this transaction (`seqs`, in the order they were stored) their cursor
-/// positions: the next numbers of the one-row counter, in that order, with one increment of the counter.
-/// Returns the first position. The counter row stays locked until the transaction ends, so positions are
-/// gapless and in commit order (see the migration `m20261127_000002_add_log_position`). Call it last, just
-/// before the commit.
-pub async fn assign_positions(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<i64, DbErr> {
-    use log_position::Column as C;
-    let count = i64::try_from(seqs.len()).expect("a batch fits in i64");
+/// Appends `rows` to the log, in this order: gives them the next cursor positions (one increment of the
+/// one-row counter by their number), then inserts them in one statement, and sets each row's `seq` and
+/// `position`. Their event ids must be new ([`stored_ids`]); if another transaction stored one of them
+/// meanwhile (another instance, with the same event), this fails, and the caller rolls back.
+///
+/// The counter row stays locked until the transaction ends, so positions are gapless and in commit order
+/// (see the migration `m20261127_000002_add_log_position`). Call it last, just before the commit. Each row
+/// is written once, position included: no update of the log follows.
+pub async fn append(
+    db: &impl ConnectionTrait,
+    mut rows: Vec<&mut webhook_event::Model>,
+) -> Result<(), DbErr> {
+    use webhook_event::Column as C;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let count = i64::try_from(rows.len()).expect("a batch fits in i64");
     let counter = log_position::Entity::update_many()
-        .col_expr(C::Last, Expr::col(C::Last).add(count))
-        .filter(C::Id.eq(1))
+        .col_expr(
+            log_position::Column::Last,
+            Expr::col(log_position::Column::Last).add(count),
+        )
+        .filter(log_position::Column::Id.eq(1))
         .exec_with_returning(db)
         .await?;
     let last = counter
         .first()
         .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?
         .last;
-    let first = last - count + 1;
-    let positions = seqs
+    for (row, position) in rows.iter_mut().zip(last - count + 1..) {
+        row.position = Some(position);
+    }
+    let models = rows.iter().map(|row| {
+        let mut active = (**row).clone().into_active_model().reset_all();
+        active.seq = NotSet;
+        active
+    });
+    let mut insert = webhook_event::Entity::insert_many(models)
+        .on_conflict(OnConflict::column(C::EventId).do_nothing().to_owned())
+        .into_query();
+    insert.returning(Query::returning().columns([C::Seq, C::EventId]));
+    let mut seqs: HashMap<String, i64> = db
+        .query_all(&insert)
+        .await?
         .iter()
-        .zip(first..)
-        .fold(CaseStatement::new(), |case, (&seq, position)| {
-            case.case(webhook_event::Column::Seq.eq(seq), position)
-        });
-    webhook_event::Entity::update_many()
-        .col_expr(webhook_event::Column::Position, positions.into())
-        .filter(webhook_event::Column::Seq.is_in(seqs.iter().copied()))
-        .exec(db)
-        .await?;
-    Ok(first)
+        .map(|row| Ok((row.try_get("", "event_id")?, row.try_get("", "seq")?)))
+        .collect::<Result<_, DbErr>>()?;
+    for row in rows {
+        row.seq = seqs.remove(&row.event_id).ok_or_else(|| {
+            DbErr::Custom(format!(
+                "event {} was stored by another transaction meanwhile",
+                row.event_id
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Tells every instance listening (PostgreSQL `LISTEN`) that the event at `position` is committed: the
@@ -93,28 +104,6 @@ pub async fn notify(db: &impl ConnectionTrait, position: i64) -> Result<(), DbEr
     ))
     .await
     .map(drop)
-}
-
-/// Records the outcome decided after applying, for the events `seqs`: one statement.
-pub async fn set_outcome(
-    db: &impl ConnectionTrait,
-    seqs: Vec<i64>,
-    outcome: &str,
-    reason: Option<&str>,
-) -> Result<(), DbErr> {
-    if seqs.is_empty() {
-        return Ok(());
-    }
-    webhook_event::Entity::update_many()
-        .col_expr(webhook_event::Column::Outcome, outcome.into())
-        .col_expr(
-            webhook_event::Column::Reason,
-            reason.map(str::to_owned).into(),
-        )
-        .filter(webhook_event::Column::Seq.is_in(seqs))
-        .exec(db)
-        .await
-        .map(drop)
 }
 
 /// Every stored event of an entity, and of its parent stream when given, in order-key order.

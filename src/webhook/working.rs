@@ -18,12 +18,13 @@
 //! - A playback id is unique. When an entity takes one that another entity in memory had, it leaves the
 //!   other's list, as the database row would move ([`Working::claim`]); an entity loaded later drops the
 //!   ids that entities in memory have taken from it.
-//! - A late event refolds its entity from the event log. The batch's events are all stored first, so
-//!   the history leaves out those of deliveries not applied yet ([`Working::applying`]).
+//! - A late event refolds its entity from its history. The batch's events are written to the log last,
+//!   after applying (`store::events::append`), so the history is the log's events plus those of the
+//!   batch's deliveries applied so far, the one being applied included ([`Working::applying`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use entity::{live_stream, media, playback_id, simulcast_target};
+use entity::{live_stream, media, playback_id, simulcast_target, webhook_event};
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
 
 use super::apply::Locking;
@@ -55,8 +56,8 @@ pub struct Working<'a, C> {
     db: &'a C,
     locking: Locking,
     locked: HashSet<String>,
-    /// Stored events whose deliveries are not applied yet.
-    pending: HashSet<String>,
+    /// Events of this transaction applied so far, in the order applied, not in the log yet.
+    fresh: Vec<&'a webhook_event::Model>,
     media: HashMap<String, Slot<MediaState>>,
     live: HashMap<String, Slot<LiveState>>,
     targets: HashMap<String, Slot<TargetState>>,
@@ -68,7 +69,7 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
             db,
             locking,
             locked: HashSet::new(),
-            pending: HashSet::new(),
+            fresh: Vec::new(),
             media: HashMap::new(),
             live: HashMap::new(),
             targets: HashMap::new(),
@@ -83,14 +84,11 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         let mut keys = BTreeSet::new();
         let (mut media, mut live, mut targets) = (Vec::new(), Vec::new(), Vec::new());
         for entity in entities {
-            keys.insert(lock_key(entity.kind(), entity.id()));
+            keys.extend(lock_keys(entity));
             match entity {
                 EntityRef::Media(id) => media.push(id.clone()),
                 EntityRef::LiveStream(id) => live.push(id.clone()),
-                EntityRef::SimulcastTarget { id, parent } => {
-                    keys.insert(lock_key("live_stream", parent));
-                    targets.push(id.clone());
-                }
+                EntityRef::SimulcastTarget { id, .. } => targets.push(id.clone()),
             }
         }
         self.lock_all(keys).await?;
@@ -103,15 +101,10 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         Ok(())
     }
 
-    /// Marks events stored in this transaction whose deliveries are applied later: histories leave them
-    /// out until [`Working::applying`].
-    pub fn defer(&mut self, event_ids: impl IntoIterator<Item = String>) {
-        self.pending.extend(event_ids);
-    }
-
-    /// The delivery of `event_id` is being applied: its event is part of histories from now on.
-    pub fn applying(&mut self, event_id: &str) {
-        self.pending.remove(event_id);
+    /// The event `row`, to be written to the log with this transaction, is being applied: it is part of
+    /// histories from now on.
+    pub fn applying(&mut self, row: &'a webhook_event::Model) {
+        self.fresh.push(row);
     }
 
     /// Takes an entity's lock, unless this transaction holds it (or locks whole tables).
@@ -121,7 +114,7 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
 
     /// Takes the locks named `keys` that this transaction does not hold yet, in the order given, in one
     /// statement (none when it locks whole tables).
-    async fn lock_all(&mut self, keys: impl IntoIterator<Item = String>) -> Result<(), DbErr> {
+    pub async fn lock_all(&mut self, keys: impl IntoIterator<Item = String>) -> Result<(), DbErr> {
         if self.locking == Locking::PerEntity {
             let new: Vec<String> = keys
                 .into_iter()
@@ -133,8 +126,8 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         Ok(())
     }
 
-    /// Every stored event of an entity, and of its parent stream when given, in order-key order, as far as
-    /// this transaction has applied them.
+    /// Every stored event of an entity, and of its parent stream when given, in order-key order, with
+    /// the events of this transaction applied so far (the same condition as `store::events::history`).
     pub async fn history(
         &self,
         kind: &str,
@@ -142,7 +135,23 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         parent: Option<&str>,
     ) -> Result<Vec<Event>, DbErr> {
         let mut history = events::history(self.db, kind, id, parent).await?;
-        history.retain(|event| !self.pending.contains(&event.key.id));
+        let of = |row: &webhook_event::Model| {
+            let (Some(row_kind), Some(row_id)) = (&row.entity_kind, &row.entity_id) else {
+                return false;
+            };
+            (row_kind == kind && row_id == id)
+                || parent.is_some_and(|parent| row_kind == "live_stream" && row_id == parent)
+        };
+        let fresh: Vec<Event> = self
+            .fresh
+            .iter()
+            .filter(|row| of(row))
+            .filter_map(|row| events::to_event(row))
+            .collect();
+        if !fresh.is_empty() {
+            history.extend(fresh);
+            history.sort_by(|a, b| a.key.cmp(&b.key));
+        }
         Ok(history)
     }
 
@@ -311,6 +320,15 @@ fn owner_changes<'t, M: Kept>(
         }
     }
     rows
+}
+
+/// The names of the locks an entity's writer takes: a simulcast target's stream's too.
+pub fn lock_keys(entity: &EntityRef) -> Vec<String> {
+    let mut keys = vec![lock_key(entity.kind(), entity.id())];
+    if let Some(parent) = entity.parent() {
+        keys.push(lock_key("live_stream", parent));
+    }
+    keys
 }
 
 fn slot<T>(table: &mut HashMap<String, Slot<T>>, id: String) -> &mut Slot<T> {

@@ -6,12 +6,14 @@
 //! more, so under light load a batch is one delivery and latency does not grow), and stores the whole
 //! batch in one transaction:
 //!
-//! 1. insert every event, in one statement: a duplicate of an event stored earlier, also earlier in the
-//!    same batch, comes out `duplicate`;
-//! 2. take the entity locks of the stored deliveries and load their entities, apply each delivery to its
-//!    entity in arrival order, in memory, then write what changed, in a few multi-row statements
-//!    (`webhook::working`); record the `stale` outcomes;
-//! 3. give the stored events their positions: one counter increment by their number, in arrival order;
+//! 1. take the locks of every delivery's entity, sorted, in one statement; then find which of its event
+//!    ids the log holds already, in one query: those deliveries, and a repeat of an event earlier in the
+//!    same batch, come out `duplicate`;
+//! 2. load the other deliveries' entities, apply each delivery to its entity in arrival order, in memory,
+//!    then write what changed, in a few multi-row statements (`webhook::working`); a delivery that
+//!    changes nothing comes out `stale`;
+//! 3. append the new events to the log with their final outcomes and positions: one counter increment by
+//!    their number, then one insert, in arrival order (`store::events::append`);
 //! 4. on PostgreSQL, one `NOTIFY` with the batch's last position;
 //! 5. commit; then publish every change in position order; then answer every delivery.
 //!
@@ -21,11 +23,19 @@
 //! Why this is the same as one transaction per delivery, run in arrival order:
 //!
 //! - Each delivery is applied to the states the deliveries before it left, exactly as it would see them
-//!   committed; a late event's refold leaves out the events of deliveries after it (see
-//!   `webhook::working`). So outcomes and entity rows are those of the sequential run.
+//!   committed; a late event's refold sees the events of the deliveries before it and its own, not those
+//!   after it (see `webhook::working`). So outcomes and entity rows are those of the sequential run.
 //! - Positions stay gapless and in commit order: the counter is incremented by exactly the number of
 //!   stored events, last, and its row stays locked until the commit (see `store::events`), so a later
-//!   batch, from this instance or another, numbers after it.
+//!   batch, from this instance or another, numbers after it. Each event row is written once, with its
+//!   outcome and position: updating rows of the log afterwards would write them, and all their index
+//!   entries, a second time.
+//! - A duplicate is decided before the insert, which sees only committed events, but after the entity
+//!   locks: another instance storing the same event holds its entity's lock until it commits, so the
+//!   check sees its event. Should the insert meet the event all the same (the same event id naming
+//!   another entity), it skips it and the transaction fails: a batch is then stored again one delivery at
+//!   a time (below), where that event comes out `duplicate`; a delivery that was alone answers 503, and
+//!   the sender's retry gets `duplicate`.
 //! - Every delivery is answered after the commit that holds it (SPEC: an authentic event is stored before
 //!   it is acknowledged), and a change is published after its commit, in position order.
 //! - One notification per batch is enough: the relay publishes every position between the last it
@@ -50,17 +60,23 @@
 //! such as a playback id moving from one owner to another), PostgreSQL aborts one transaction to break the
 //! deadlock, and its deliveries are stored again as above.
 
+use std::collections::BTreeSet;
+
 use entity::webhook_event;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait};
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{self, Changed, Locking};
 use super::event::{EntityRef, Event};
-use super::working::Working;
+use super::working::{self, Working};
 use super::{Outcome, Reply, STALE_REASON};
 use crate::events::{Change, Publisher};
 use crate::metrics::Metrics;
 use crate::store::events as log;
+use crate::store::lock_key;
 
 /// The most deliveries one transaction holds.
 pub const MAX_BATCH: usize = 128;
@@ -236,7 +252,16 @@ impl GroupCommit {
     /// Stores `deliveries` in one transaction and commits it; on error, rolls it back.
     /// `None` stands for a duplicate.
     async fn commit(&self, deliveries: &[Delivery]) -> Result<Vec<Option<Stored>>, DbErr> {
-        let txn = self.db.begin().await?;
+        // On SQLite, a write transaction from the start: the first statements only read, and a read
+        // transaction that must become a write one after another connection wrote fails at once with
+        // `SQLITE_BUSY` instead of waiting for the lock.
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await?;
         match self.store_all(&txn, deliveries).await {
             Ok(stored) => {
                 txn.commit().await?;
@@ -256,63 +281,62 @@ impl GroupCommit {
         txn: &DatabaseTransaction,
         deliveries: &[Delivery],
     ) -> Result<Vec<Option<Stored>>, DbErr> {
-        let mut seqs = log::insert_new(txn, deliveries.iter().map(|d| &d.row)).await?;
+        let mut working = Working::new(txn, Locking::PerEntity);
+        // The locks first, sorted, for every delivery: a delivery of the same event to another instance
+        // holds them until it commits, so the duplicate check below sees its event. (An event without
+        // an entity has a lock of its own.)
+        let keys: BTreeSet<String> = deliveries
+            .iter()
+            .flat_map(|d| match &d.entity {
+                Some(entity) => working::lock_keys(entity),
+                None => vec![lock_key("event", &d.row.event_id)],
+            })
+            .collect();
+        working.lock_all(keys).await?;
+        // Of deliveries sharing an event id, the first is stored; the others, and those of events stored
+        // before, are duplicates.
+        let mut seen =
+            log::stored_ids(txn, deliveries.iter().map(|d| d.row.event_id.as_str())).await?;
         let mut stored: Vec<Option<Stored>> = deliveries
             .iter()
             .map(|delivery| {
-                // Of deliveries sharing an event id, the first is stored; the others are duplicates.
-                let seq = seqs.remove(&delivery.row.event_id)?;
-                Some(Stored {
+                seen.insert(delivery.row.event_id.clone()).then(|| Stored {
                     outcome: delivery.outcome,
-                    row: webhook_event::Model {
-                        seq,
-                        ..delivery.row.clone()
-                    },
+                    row: delivery.row.clone(),
                     changes: Vec::new(),
                 })
             })
             .collect();
-        let mut working = Working::new(txn, Locking::PerEntity);
-        let applied = || {
-            deliveries
-                .iter()
-                .zip(&stored)
-                .filter(|(_, stored)| stored.is_some())
-        };
-        working.defer(applied().map(|(d, _)| d.row.event_id.clone()));
         working
-            .prepare(applied().filter_map(|(d, _)| d.entity.as_ref()))
+            .prepare(
+                deliveries
+                    .iter()
+                    .zip(&stored)
+                    .filter(|(_, stored)| stored.is_some())
+                    .filter_map(|(d, _)| d.entity.as_ref()),
+            )
             .await?;
-        let mut stale = Vec::new();
         for (delivery, stored) in deliveries.iter().zip(&mut stored) {
             let (Some(stored), Some(entity)) = (stored, &delivery.entity) else {
                 continue;
             };
-            working.applying(&stored.row.event_id);
+            working.applying(&delivery.row);
             let applied = apply::apply(&mut working, entity, &delivery.event).await?;
             if !applied.primary_changed {
                 stored.outcome = Outcome::Stale;
                 stored.row.outcome = Outcome::Stale.as_str().to_owned();
                 stored.row.reason = Some(STALE_REASON.to_owned());
-                stale.push(stored.row.seq);
             }
             stored.changes = applied.changes;
         }
         working.flush().await?;
-        log::set_outcome(txn, stale, Outcome::Stale.as_str(), Some(STALE_REASON)).await?;
-        let seqs: Vec<i64> = stored.iter().flatten().map(|s| s.row.seq).collect();
-        if seqs.is_empty() {
-            return Ok(stored);
-        }
         // Last: the counter row stays locked from here to the commit.
-        let first = log::assign_positions(txn, &seqs).await?;
-        let mut position = first;
-        for row in stored.iter_mut().flatten().map(|s| &mut s.row) {
-            row.position = Some(position);
-            position += 1;
-        }
-        if let Publisher::Relayed(_) = self.publisher {
-            log::notify(txn, position - 1).await?;
+        let rows: Vec<&mut webhook_event::Model> =
+            stored.iter_mut().flatten().map(|s| &mut s.row).collect();
+        log::append(txn, rows).await?;
+        let last = stored.iter().flatten().filter_map(|s| s.row.position).max();
+        if let (Publisher::Relayed(_), Some(last)) = (&self.publisher, last) {
+            log::notify(txn, last).await?;
         }
         Ok(stored)
     }
