@@ -36,7 +36,11 @@ pub async fn stored_ids<'i>(
 /// Appends `rows` to the log, in this order: gives them the next cursor positions (one increment of the
 /// one-row counter by their number), then inserts them in one statement, and sets each row's `seq` and
 /// `position`. Their event ids must be new ([`stored_ids`]); if another transaction stored one of them
-/// meanwhile (another instance, with the same event), this fails, and the caller rolls back.
+/// meanwhile, this fails, and the caller rolls back.
+///
+/// With `notify` (PostgreSQL), the counter's statement also tells every instance listening (`LISTEN`)
+/// that the events up to the last position are committed: PostgreSQL sends the notification on commit,
+/// in commit order, and not at all on rollback.
 ///
 /// The counter row stays locked until the transaction ends, so positions are gapless and in commit order
 /// (see the migration `m20261127_000002_add_log_position`). Call it last, just before the commit. Each row
@@ -44,24 +48,37 @@ pub async fn stored_ids<'i>(
 pub async fn append(
     db: &impl ConnectionTrait,
     mut rows: Vec<&mut webhook_event::Model>,
+    notify: bool,
 ) -> Result<(), DbErr> {
     use webhook_event::Column as C;
     if rows.is_empty() {
         return Ok(());
     }
     let count = i64::try_from(rows.len()).expect("a batch fits in i64");
-    let counter = log_position::Entity::update_many()
-        .col_expr(
-            log_position::Column::Last,
-            Expr::col(log_position::Column::Last).add(count),
-        )
-        .filter(log_position::Column::Id.eq(1))
-        .exec_with_returning(db)
-        .await?;
-    let last = counter
-        .first()
-        .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?
-        .last;
+    let last = if notify {
+        db.query_one_raw(Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "UPDATE log_position SET last = last + $1 WHERE id = 1 \
+             RETURNING last, pg_notify($2, last::text)",
+            [count.into(), crate::events::relay::CHANNEL.into()],
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "last"))
+        .transpose()?
+    } else {
+        log_position::Entity::update_many()
+            .col_expr(
+                log_position::Column::Last,
+                Expr::col(log_position::Column::Last).add(count),
+            )
+            .filter(log_position::Column::Id.eq(1))
+            .exec_with_returning(db)
+            .await?
+            .first()
+            .map(|counter| counter.last)
+    };
+    let last = last
+        .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?;
     for (row, position) in rows.iter_mut().zip(last - count + 1..) {
         row.position = Some(position);
     }
@@ -89,21 +106,6 @@ pub async fn append(
         })?;
     }
     Ok(())
-}
-
-/// Tells every instance listening (PostgreSQL `LISTEN`) that the event at `position` is committed: the
-/// notification is sent on commit, in commit order, and not at all on rollback.
-pub async fn notify(db: &impl ConnectionTrait, position: i64) -> Result<(), DbErr> {
-    db.execute_raw(Statement::from_sql_and_values(
-        sea_orm::DbBackend::Postgres,
-        "SELECT pg_notify($1, $2)",
-        [
-            crate::events::relay::CHANNEL.into(),
-            position.to_string().into(),
-        ],
-    ))
-    .await
-    .map(drop)
 }
 
 /// Every stored event of an entity, and of its parent stream when given, in order-key order.

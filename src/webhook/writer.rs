@@ -13,9 +13,9 @@
 //!    then write what changed, in a few multi-row statements (`webhook::working`); a delivery that
 //!    changes nothing comes out `stale`;
 //! 3. append the new events to the log with their final outcomes and positions: one counter increment by
-//!    their number, then one insert, in arrival order (`store::events::append`);
-//! 4. on PostgreSQL, one `NOTIFY` with the batch's last position;
-//! 5. commit; then publish every change in position order; then answer every delivery.
+//!    their number (on PostgreSQL, the same statement notifies the batch's last position), then one
+//!    insert, in arrival order (`store::events::append`);
+//! 4. commit; then publish every change in position order; then answer every delivery.
 //!
 //! So a batch costs about ten statements however many deliveries it holds, where one transaction per
 //! delivery costs five or more each.
@@ -333,11 +333,8 @@ impl GroupCommit {
         // Last: the counter row stays locked from here to the commit.
         let rows: Vec<&mut webhook_event::Model> =
             stored.iter_mut().flatten().map(|s| &mut s.row).collect();
-        log::append(txn, rows).await?;
-        let last = stored.iter().flatten().filter_map(|s| s.row.position).max();
-        if let (Publisher::Relayed(_), Some(last)) = (&self.publisher, last) {
-            log::notify(txn, last).await?;
-        }
+        let notify = matches!(self.publisher, Publisher::Relayed(_));
+        log::append(txn, rows, notify).await?;
         Ok(stored)
     }
 }
