@@ -118,8 +118,8 @@ pub async fn history(
     history_until(db, kind, id, parent, None).await
 }
 
-/// [`history`] limited, when `position` is given, to the events committed up to that position. (Without
-/// it, the history includes the event being applied in this transaction, which has no position yet.)
+/// [`history`] limited, when `position` is given, to the events committed up to that position (another
+/// instance may have committed later ones meanwhile).
 pub async fn history_until(
     db: &impl ConnectionTrait,
     kind: &str,
