@@ -24,9 +24,12 @@ pub struct Replayed {
 pub async fn replay(db: &DatabaseConnection) -> Result<Replayed, DbErr> {
     let txn = db.begin().await?;
     if txn.get_database_backend() == DbBackend::Postgres {
-        // Intake waits until the replay commits; queries go on reading the old rows meanwhile.
+        // Intake waits until the replay commits: its first read of the event log (which event ids are
+        // stored) waits for this lock, before it loads any entity. Queries go on reading the old entity
+        // rows meanwhile; reads of the event log wait too.
         txn.execute_unprepared(
-            "LOCK TABLE webhook_event, media, live_stream, simulcast_target, playback_id IN EXCLUSIVE MODE",
+            "LOCK TABLE webhook_event IN ACCESS EXCLUSIVE MODE; \
+             LOCK TABLE media, live_stream, simulcast_target, playback_id IN EXCLUSIVE MODE",
         )
         .await?;
     }

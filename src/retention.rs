@@ -120,13 +120,15 @@ async fn history(
         .order_by_asc(C::EventId)
         .all(db)
         .await?;
-    Ok(rows
+    let mut history: Vec<_> = rows
         .iter()
         .filter_map(|row| {
             let event = events::to_event(row)?;
             Some((event, row.seq, row.received_at_ns, row.outcome == "applied"))
         })
-        .collect())
+        .collect();
+    events::in_key_order(&mut history, |(event, ..)| &event.key);
+    Ok(history)
 }
 
 async fn delete(db: &impl ConnectionTrait, seqs: Vec<i64>) -> Result<u64, DbErr> {

@@ -141,7 +141,16 @@ pub async fn history_until(
         .order_by_asc(C::EventId)
         .all(db)
         .await?;
-    Ok(rows.iter().filter_map(to_event).collect())
+    let mut history: Vec<Event> = rows.iter().filter_map(to_event).collect();
+    in_key_order(&mut history, |event| &event.key);
+    Ok(history)
+}
+
+/// Sorts by order key as the code compares keys: the database's order of `event_id` follows its
+/// collation, which may differ from byte order when two events share a nanosecond. The query's `ORDER BY`
+/// leaves the list almost sorted, so this costs little.
+pub fn in_key_order<T>(list: &mut [T], key: impl Fn(&T) -> &OrderKey) {
+    list.sort_by(|a, b| key(a).cmp(key(b)));
 }
 
 /// Rebuilds an [`Event`] from a stored row (payloads are re-parsed with the current code).

@@ -2,7 +2,8 @@
 //!
 //! Invariant: every entity row equals the fold, in order-key order, of every stored event about it. An event
 //! newer than the row's key is one more step of that fold; an older one (a late or out-of-order delivery)
-//! makes the entity fold again from its stored history. So any permutation of a set of events, with any
+//! makes the entity fold again from its stored history (the log's events, with those of the intake
+//! transaction applied so far: see `webhook::working`). So any permutation of a set of events, with any
 //! duplicates, ends in the same rows, and `replay` (one fold over the whole log) rebuilds them exactly.
 
 use sea_orm::{ConnectionTrait, DbErr};

@@ -4,7 +4,8 @@
 //! straight against the database costs several statements per delivery (take the entity's lock, load it,
 //! save its row, save its playback ids), each a round trip. Instead, the batch:
 //!
-//! 1. takes every entity lock the batch needs, sorted, in one statement ([`Working::prepare`]);
+//! 1. takes every entity lock the batch needs, sorted, in one statement (the writer takes them first,
+//!    [`Working::lock_all`]; [`Working::prepare`] takes any still missing);
 //! 2. loads those entities in one query per kind (two for media and streams, with their playback ids);
 //! 3. applies each delivery in arrival order against these states in memory;
 //! 4. writes what changed at the end, in a few multi-row statements ([`Working::flush`]).
@@ -150,7 +151,7 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
             .collect();
         if !fresh.is_empty() {
             history.extend(fresh);
-            history.sort_by(|a, b| a.key.cmp(&b.key));
+            events::in_key_order(&mut history, |event| &event.key);
         }
         Ok(history)
     }
