@@ -7,7 +7,7 @@ use sea_orm::sea_query::ExprTrait;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 
 use crate::webhook::envelope::Envelope;
@@ -55,30 +55,27 @@ pub async fn append(
         return Ok(());
     }
     let count = i64::try_from(rows.len()).expect("a batch fits in i64");
-    let last = if notify {
-        db.query_one_raw(Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "UPDATE log_position SET last = last + $1 WHERE id = 1 \
-             RETURNING last, pg_notify($2, last::text)",
-            [count.into(), crate::events::relay::CHANNEL.into()],
-        ))
+    let mut returning = vec![Expr::col(log_position::Column::Last)];
+    if notify {
+        returning.push(Expr::cust_with_values(
+            "pg_notify($1, last::text)",
+            [crate::events::relay::CHANNEL],
+        ));
+    }
+    let counter = Query::update()
+        .table(log_position::Entity)
+        .value(
+            log_position::Column::Last,
+            Expr::col(log_position::Column::Last).add(count),
+        )
+        .and_where(log_position::Column::Id.eq(1))
+        .returning(Query::returning().exprs(returning))
+        .to_owned();
+    let last: i64 = db
+        .query_one(&counter)
         .await?
-        .map(|row| row.try_get::<i64>("", "last"))
-        .transpose()?
-    } else {
-        log_position::Entity::update_many()
-            .col_expr(
-                log_position::Column::Last,
-                Expr::col(log_position::Column::Last).add(count),
-            )
-            .filter(log_position::Column::Id.eq(1))
-            .exec_with_returning(db)
-            .await?
-            .first()
-            .map(|counter| counter.last)
-    };
-    let last = last
-        .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?;
+        .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?
+        .try_get("", "last")?;
     for (row, position) in rows.iter_mut().zip(last - count + 1..) {
         row.position = Some(position);
     }
@@ -128,6 +125,7 @@ pub async fn history_until(
     position: Option<i64>,
 ) -> Result<Vec<Event>, DbErr> {
     use webhook_event::Column as C;
+    // The same condition as `in_history`.
     let mut condition = C::EntityKind.eq(kind).and(C::EntityId.eq(id));
     if let Some(parent) = parent {
         condition = condition.or(C::EntityKind.eq("live_stream").and(C::EntityId.eq(parent)));
@@ -144,6 +142,16 @@ pub async fn history_until(
     let mut history: Vec<Event> = rows.iter().filter_map(to_event).collect();
     in_key_order(&mut history, |event| &event.key);
     Ok(history)
+}
+
+/// Whether `row` is part of the [`history`] of `kind`/`id` (with `parent`): the query's condition, for
+/// events not in the log yet.
+pub fn in_history(row: &webhook_event::Model, kind: &str, id: &str, parent: Option<&str>) -> bool {
+    let (Some(row_kind), Some(row_id)) = (&row.entity_kind, &row.entity_id) else {
+        return false;
+    };
+    (row_kind == kind && row_id == id)
+        || parent.is_some_and(|parent| row_kind == "live_stream" && row_id == parent)
 }
 
 /// Sorts by order key as the code compares keys: the database's order of `event_id` follows its

@@ -4,9 +4,9 @@
 //! straight against the database costs several statements per delivery (take the entity's lock, load it,
 //! save its row, save its playback ids), each a round trip. Instead, the batch:
 //!
-//! 1. takes every entity lock the batch needs, sorted, in one statement (the writer takes them first,
-//!    [`Working::lock_all`]; [`Working::prepare`] takes any still missing);
-//! 2. loads those entities in one query per kind (two for media and streams, with their playback ids);
+//! 1. takes every entity lock the batch needs, sorted, in one statement ([`Working::lock_for`]);
+//! 2. loads those entities in one query per kind (two for media and streams, with their playback ids;
+//!    [`Working::load`]);
 //! 3. applies each delivery in arrival order against these states in memory;
 //! 4. writes what changed at the end, in a few multi-row statements ([`Working::flush`]).
 //!
@@ -58,7 +58,7 @@ pub struct Working<'a, C> {
     locking: Locking,
     locked: HashSet<String>,
     /// Events of this transaction applied so far, in the order applied, not in the log yet.
-    fresh: Vec<&'a webhook_event::Model>,
+    fresh: Vec<(&'a webhook_event::Model, &'a Event)>,
     media: HashMap<String, Slot<MediaState>>,
     live: HashMap<String, Slot<LiveState>>,
     targets: HashMap<String, Slot<TargetState>>,
@@ -77,22 +77,34 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         }
     }
 
-    /// Takes the locks of `entities` (a target's stream's too), sorted, in one statement, then loads them.
-    pub async fn prepare<'e>(
+    /// Takes the locks of `entities` (a target's stream's too) and the locks named `others`, those this
+    /// transaction does not hold yet: sorted, in one statement.
+    pub async fn lock_for<'e>(
+        &mut self,
+        entities: impl IntoIterator<Item = &'e EntityRef>,
+        others: impl IntoIterator<Item = String>,
+    ) -> Result<(), DbErr> {
+        let keys: BTreeSet<String> = entities
+            .into_iter()
+            .flat_map(lock_keys)
+            .chain(others)
+            .collect();
+        self.lock_all(keys).await
+    }
+
+    /// Loads `entities`, whose locks this transaction holds ([`Working::lock_for`]): one query per kind.
+    pub async fn load<'e>(
         &mut self,
         entities: impl IntoIterator<Item = &'e EntityRef>,
     ) -> Result<(), DbErr> {
-        let mut keys = BTreeSet::new();
         let (mut media, mut live, mut targets) = (Vec::new(), Vec::new(), Vec::new());
         for entity in entities {
-            keys.extend(lock_keys(entity));
             match entity {
                 EntityRef::Media(id) => media.push(id.clone()),
                 EntityRef::LiveStream(id) => live.push(id.clone()),
                 EntityRef::SimulcastTarget { id, .. } => targets.push(id.clone()),
             }
         }
-        self.lock_all(keys).await?;
         let loaded = entities::load_owners(self.db, media.clone()).await?;
         preload(&mut self.media, media, loaded, |s| s.row.id.clone());
         let loaded = entities::load_owners(self.db, live.clone()).await?;
@@ -102,10 +114,10 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         Ok(())
     }
 
-    /// The event `row`, to be written to the log with this transaction, is being applied: it is part of
-    /// histories from now on.
-    pub fn applying(&mut self, row: &'a webhook_event::Model) {
-        self.fresh.push(row);
+    /// The event of `row`, to be written to the log with this transaction, is being applied: it is part
+    /// of histories from now on.
+    pub fn applying(&mut self, row: &'a webhook_event::Model, event: &'a Event) {
+        self.fresh.push((row, event));
     }
 
     /// Takes an entity's lock, unless this transaction holds it (or locks whole tables).
@@ -115,7 +127,7 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
 
     /// Takes the locks named `keys` that this transaction does not hold yet, in the order given, in one
     /// statement (none when it locks whole tables).
-    pub async fn lock_all(&mut self, keys: impl IntoIterator<Item = String>) -> Result<(), DbErr> {
+    async fn lock_all(&mut self, keys: impl IntoIterator<Item = String>) -> Result<(), DbErr> {
         if self.locking == Locking::PerEntity {
             let new: Vec<String> = keys
                 .into_iter()
@@ -128,7 +140,7 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
     }
 
     /// Every stored event of an entity, and of its parent stream when given, in order-key order, with
-    /// the events of this transaction applied so far (the same condition as `store::events::history`).
+    /// the events of this transaction applied so far.
     pub async fn history(
         &self,
         kind: &str,
@@ -136,18 +148,11 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         parent: Option<&str>,
     ) -> Result<Vec<Event>, DbErr> {
         let mut history = events::history(self.db, kind, id, parent).await?;
-        let of = |row: &webhook_event::Model| {
-            let (Some(row_kind), Some(row_id)) = (&row.entity_kind, &row.entity_id) else {
-                return false;
-            };
-            (row_kind == kind && row_id == id)
-                || parent.is_some_and(|parent| row_kind == "live_stream" && row_id == parent)
-        };
         let fresh: Vec<Event> = self
             .fresh
             .iter()
-            .filter(|row| of(row))
-            .filter_map(|row| events::to_event(row))
+            .filter(|(row, _)| events::in_history(row, kind, id, parent))
+            .map(|(_, event)| (*event).clone())
             .collect();
         if !fresh.is_empty() {
             history.extend(fresh);
@@ -324,7 +329,7 @@ fn owner_changes<'t, M: Kept>(
 }
 
 /// The names of the locks an entity's writer takes: a simulcast target's stream's too.
-pub fn lock_keys(entity: &EntityRef) -> Vec<String> {
+fn lock_keys(entity: &EntityRef) -> Vec<String> {
     let mut keys = vec![lock_key(entity.kind(), entity.id())];
     if let Some(parent) = entity.parent() {
         keys.push(lock_key("live_stream", parent));

@@ -60,8 +60,6 @@
 //! such as a playback id moving from one owner to another), PostgreSQL aborts one transaction to break the
 //! deadlock, and its deliveries are stored again as above.
 
-use std::collections::BTreeSet;
-
 use entity::webhook_event;
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, SqliteTransactionMode,
@@ -71,7 +69,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{self, Changed, Locking};
 use super::event::{EntityRef, Event};
-use super::working::{self, Working};
+use super::working::Working;
 use super::{Outcome, Reply, STALE_REASON};
 use crate::events::{Change, Publisher};
 use crate::metrics::Metrics;
@@ -282,17 +280,18 @@ impl GroupCommit {
         deliveries: &[Delivery],
     ) -> Result<Vec<Option<Stored>>, DbErr> {
         let mut working = Working::new(txn, Locking::PerEntity);
-        // The locks first, sorted, for every delivery: a delivery of the same event to another instance
-        // holds them until it commits, so the duplicate check below sees its event. (An event without
-        // an entity has a lock of its own.)
-        let keys: BTreeSet<String> = deliveries
-            .iter()
-            .flat_map(|d| match &d.entity {
-                Some(entity) => working::lock_keys(entity),
-                None => vec![lock_key("event", &d.row.event_id)],
-            })
-            .collect();
-        working.lock_all(keys).await?;
+        // The locks first, for every delivery: a delivery of the same event to another instance holds
+        // them until it commits, so the duplicate check below sees its event. (An event without an
+        // entity has a lock of its own.)
+        working
+            .lock_for(
+                deliveries.iter().filter_map(|d| d.entity.as_ref()),
+                deliveries
+                    .iter()
+                    .filter(|d| d.entity.is_none())
+                    .map(|d| lock_key("event", &d.row.event_id)),
+            )
+            .await?;
         // Of deliveries sharing an event id, the first is stored; the others, and those of events stored
         // before, are duplicates.
         let mut seen =
@@ -308,7 +307,7 @@ impl GroupCommit {
             })
             .collect();
         working
-            .prepare(
+            .load(
                 deliveries
                     .iter()
                     .zip(&stored)
@@ -320,7 +319,7 @@ impl GroupCommit {
             let (Some(stored), Some(entity)) = (stored, &delivery.entity) else {
                 continue;
             };
-            working.applying(&delivery.row);
+            working.applying(&delivery.row, &delivery.event);
             let applied = apply::apply(&mut working, entity, &delivery.event).await?;
             if !applied.primary_changed {
                 stored.outcome = Outcome::Stale;

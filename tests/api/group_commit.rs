@@ -134,8 +134,8 @@ fn media_created(n: usize) -> Vec<u8> {
 
 const POISON: &str = "group-media-0";
 
-/// Makes the insert of media `POISON` fail inside the intake transaction (after its event row was
-/// inserted, and after other deliveries of the same transaction were applied).
+/// Makes the insert of media `POISON` fail inside the intake transaction (after the deliveries of the
+/// same transaction were applied, when their entities are written).
 async fn refuse_poison(app: &TestApp) {
     let statements = match app.test_db.backend() {
         DbBackend::Postgres => vec![
