@@ -12,8 +12,8 @@
 //! the lock the execution publishes under, so nothing is doubled or missed at the seam. A subscriber that
 //! falls behind the channel gets the last message again (the current state), as an unshared entity
 //! subscription re-sends it. The last message is current in its nested fields too: an entity sends its
-//! state again when an entity those fields show changes (`watch::Watched::touched_by`). Other subscriptions (update feeds, the event feed with its cursor) run per
-//! subscriber, as they did.
+//! state again when an entity those fields show changes (`watch::Watched::touched_by`). Other
+//! subscriptions (update feeds, the event feed with its cursor) run per subscriber, as they did.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -139,8 +139,8 @@ impl Fanout {
         }
     }
 
-    /// The subscription's messages from a shared execution, or the request back when it is not an entity
-    /// subscription whose every field is followed (the caller runs it alone).
+    /// The subscription's messages from a shared execution, or the request back when it is not a shareable
+    /// entity subscription (the caller runs it alone).
     #[allow(clippy::result_large_err)]
     pub fn subscribe(&self, request: Request, role: Role) -> Result<Frames, Request> {
         if !request.extensions.is_empty() {

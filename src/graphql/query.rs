@@ -68,17 +68,12 @@ async fn with_playback<E: Listed>(
     db: &DatabaseConnection,
     rows: Vec<E::Model>,
 ) -> Result<Vec<E::Node>> {
-    let ids = rows.iter().map(|row| row.owner().id()).collect();
-    let column = <E::Model as PlaybackOwner>::COLUMN;
-    let mut lists = entities::load_playback_lists(db, column, ids)
+    let states = entities::with_playback_ids(db, rows)
         .await
         .map_err(internal)?;
-    Ok(rows
+    Ok(states
         .into_iter()
-        .map(|row| {
-            let list = lists.remove(&row.owner().id()).unwrap_or_default();
-            E::Node::from(Snapshot::new(row, list))
-        })
+        .map(|state| E::Node::from(Snapshot::new(state.row, state.playback_ids)))
         .collect())
 }
 

@@ -209,7 +209,7 @@ pub fn entity_stream<W: Watched>(
                         }
                     }
                     // An entity its nested fields show changed: send it again, those fields differ.
-                    if let Some(current) = last.clone().filter(|l| !sent && change.moved.iter().any(|m| l.touched_by(m))) {
+                    if let Some(current) = last.as_ref().filter(|l| !sent && change.moved.iter().any(|m| l.touched_by(m))).cloned() {
                         yield current;
                     }
                 }

@@ -184,6 +184,14 @@ where
         .next()
         .expect("an entity has a primary key");
     let rows = M::Entity::find().filter(id.is_in(ids)).all(db).await?;
+    with_playback_ids(db, rows).await
+}
+
+/// `rows` (media, or live streams) with their playback ids: one query.
+pub async fn with_playback_ids<M: PlaybackOwner>(
+    db: &impl ConnectionTrait,
+    rows: Vec<M>,
+) -> Result<Vec<WithPlaybackIds<M>>, DbErr> {
     let owners = rows.iter().map(|row| row.owner().id()).collect();
     let mut lists = load_playback_lists(db, M::COLUMN, owners).await?;
     Ok(rows

@@ -52,8 +52,9 @@
 //!
 //! On PostgreSQL, where one writer would spend much of its time waiting for round trips and its commit,
 //! an instance runs [`POSTGRES_WRITERS`] of them (one builds its batch while the other commits; more
-//! split the load into smaller batches, which cost more statements in all: 4 were slower, 8 slower still), and each delivery goes to the writer its entity hashes to (a simulcast
-//! target with its stream, whose lock it takes first). So the deliveries of one entity still queue in
+//! split the load into smaller batches, which cost more statements in all: 4 were slower, 8 slower
+//! still), and each delivery goes to the writer its entity hashes to (a simulcast target with its
+//! stream, whose lock it takes first). So the deliveries of one entity still queue in
 //! arrival order in one writer, and two writers of an instance do not take the same entity locks: their
 //! batches normally meet only at the position counter, which each takes last. Where they do meet (batches
 //! of different instances locking the same entities in another order; rarely, rows two entities share,
