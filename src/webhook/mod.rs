@@ -122,18 +122,18 @@ impl Intake {
         raw: &[u8],
         signature: Option<&str>,
     ) -> Result<Ingested, IngestError> {
-        if let Body::Probe = classify(raw) {
+        let Body::Delivery(parsed) = classify(raw) else {
             return Ok(Ingested {
                 reply: Reply::Ping,
                 event_type: String::new(),
             });
-        }
+        };
         if !self.secrets.is_empty() && !self.secrets.verify(raw, signature) {
             return Err(IngestError::Unauthorized);
         }
         let text = std::str::from_utf8(raw)
             .map_err(|_| IngestError::BadRequest("the body is not UTF-8 JSON".into()))?;
-        let envelope = Envelope::parse(raw)
+        let envelope = Envelope::from_parsed(parsed)
             .map_err(|e| IngestError::BadRequest(format!("{e}; expected a JSON object")))?;
         let span = tracing::Span::current();
         span.record("event_id", envelope.id.as_str());
