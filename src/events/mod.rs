@@ -95,6 +95,15 @@ impl Publisher {
             Self::Relayed(inbox) => inbox.put(change),
         }
     }
+
+    /// Marks a commit about to happen, until the mark is dropped after its changes are published: the
+    /// relay then waits for them instead of loading them from the database (see [`relay::Inbox`]).
+    pub fn committing(&self) -> Option<relay::Committing> {
+        match self {
+            Self::Direct { .. } => None,
+            Self::Relayed(inbox) => Some(inbox.committing()),
+        }
+    }
 }
 
 /// A bounded broadcast channel of committed changes. Cheap to clone; lives in application state.

@@ -3,8 +3,8 @@
 //!
 //! Intake sends `NOTIFY fastpix_sync_changes, '<position>'` inside its transaction, so the notification
 //! goes out on commit, in commit order (= position order). One listener connection per instance receives
-//! them. A change this instance committed itself is waiting in the [`Inbox`] and is published as is;
-//! another instance's change is loaded from the database once and published. When the listener connection
+//! them. A change this instance committed itself is waiting in the [`Inbox`] (or about to be) and is
+//! published as is; another instance's change is loaded from the database once and published. When the listener connection
 //! is lost, the relay reconnects with backoff and catches up from the event log by position, so changes
 //! committed meanwhile still reach local subscribers, in order. On SQLite the relay is off: intake
 //! publishes directly.
@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use entity::{log_position, webhook_event};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -31,27 +33,107 @@ pub const CHANNEL: &str = "fastpix_sync_changes";
 
 /// Changes this instance committed, waiting for their notification. Bounded: if the relay falls behind,
 /// the oldest are dropped and will be loaded from the database instead.
+///
+/// A commit's notification can reach the relay before the writer that committed has put its changes
+/// here: the two travel on different connections. So a writer marks its commit ([`Inbox::committing`])
+/// from just before it until its changes are here, and the relay, missing a change while a commit is
+/// marked, waits for it ([`Inbox::take_settled`]) instead of loading from the database a change that is
+/// about to arrive.
 #[derive(Clone, Default)]
-pub struct Inbox(Arc<Mutex<BTreeMap<i64, Arc<Change>>>>);
+pub struct Inbox(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken when a marked commit ends.
+    settled: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: BTreeMap<i64, Arc<Change>>,
+    /// Commits marked and not ended.
+    committing: usize,
+}
 
 const INBOX_LIMIT: usize = 4096;
 
+/// How long the relay waits for this instance's commits to put their changes in the inbox before it
+/// loads a missing change from the database.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
+/// A commit in progress, from just before the commit until its changes are in the inbox (or it failed).
+#[must_use]
+pub struct Committing(Inbox);
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        self.0.lock().committing -= 1;
+        self.0.0.settled.notify_waiters();
+    }
+}
+
 impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.state.lock().expect("inbox lock")
+    }
+
     pub fn put(&self, change: Arc<Change>) {
-        let mut waiting = self.0.lock().expect("inbox lock");
-        waiting.insert(change.position, change);
-        while waiting.len() > INBOX_LIMIT {
-            waiting.pop_first();
+        let mut state = self.lock();
+        state.waiting.insert(change.position, change);
+        while state.waiting.len() > INBOX_LIMIT {
+            state.waiting.pop_first();
         }
     }
 
+    /// Marks a commit; keep the mark until its changes are [put](Inbox::put).
+    pub fn committing(&self) -> Committing {
+        self.lock().committing += 1;
+        Committing(self.clone())
+    }
+
     fn take(&self, position: i64) -> Option<Arc<Change>> {
-        let mut waiting = self.0.lock().expect("inbox lock");
+        let mut state = self.lock();
         // Anything older was published already (or will be loaded): drop it.
-        let mut newer = waiting.split_off(&position);
+        let mut newer = state.waiting.split_off(&position);
         let found = newer.remove(&position);
-        *waiting = newer;
+        state.waiting = newer;
         found
+    }
+
+    /// The changes at the positions after `after` up to `until`, in order, when every one of them is
+    /// waiting here (a batch this instance committed): they leave the inbox, with anything older. `None`,
+    /// and the inbox unchanged, when one is missing.
+    fn take_all(&self, after: i64, until: i64) -> Option<Vec<Arc<Change>>> {
+        let mut state = self.lock();
+        let wanted = usize::try_from(until - after).ok()?;
+        if state.waiting.range(after + 1..=until).count() != wanted {
+            return None;
+        }
+        let newer = state.waiting.split_off(&(until + 1));
+        let taken = std::mem::replace(&mut state.waiting, newer);
+        Some(taken.range(after + 1..).map(|(_, c)| c.clone()).collect())
+    }
+
+    /// [`Inbox::take_all`], once no commit of this instance that could still put a missing change is in
+    /// progress (waiting at most [`SETTLE_LIMIT`]). `None` means a change is missing: another instance
+    /// committed it.
+    async fn take_settled(&self, after: i64, until: i64) -> Option<Vec<Arc<Change>>> {
+        let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
+        loop {
+            // Registered before looking, so a commit ending in between still wakes it.
+            let ended = self.0.settled.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(changes) = self.take_all(after, until) {
+                return Some(changes);
+            }
+            if self.lock().committing == 0
+                || tokio::time::timeout_at(deadline, ended).await.is_err()
+            {
+                return self.take_all(after, until);
+            }
+        }
     }
 }
 
@@ -135,14 +217,22 @@ impl Relay {
             let Ok(position) = notification.payload().parse::<i64>() else {
                 continue;
             };
-            if position == *published + 1 {
+            if position <= *published {
+                continue;
+            }
+            if let Some(changes) = self.inbox.take_settled(*published, position).await {
+                // This instance's: no need to ask the log.
+                for change in changes {
+                    self.bus.publish(change);
+                }
+            } else if position == *published + 1 {
                 self.publish(position).await.map_err(|e| e.to_string())?;
-                *published = position;
-            } else if position > *published {
+            } else {
                 self.catch_up(published, position)
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            *published = position;
         }
     }
 
@@ -150,10 +240,13 @@ impl Relay {
     async fn publish(&self, position: i64) -> Result<(), DbErr> {
         let change = match self.inbox.take(position) {
             Some(change) => change,
-            None => match load_change(&self.db, position).await? {
-                Some(change) => change,
-                None => return Ok(()),
-            },
+            None => {
+                tracing::debug!(position, "relay: loading another instance's change");
+                match load_change(&self.db, position).await? {
+                    Some(change) => change,
+                    None => return Ok(()),
+                }
+            }
         };
         self.bus.publish(change);
         Ok(())
@@ -161,6 +254,7 @@ impl Relay {
 
     /// Publishes every change after `published` up to `until` from the log, in order.
     async fn catch_up(&self, published: &mut i64, until: i64) -> Result<(), DbErr> {
+        tracing::debug!(after = *published, until, "relay: catching up from the log");
         loop {
             let positions: Vec<i64> = webhook_event::Entity::find()
                 .select_only()
@@ -238,4 +332,102 @@ pub async fn load_change(
         event: Arc::new(event),
         moved,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(position: i64) -> Arc<Change> {
+        Arc::new(Change {
+            position,
+            event: Arc::new(webhook_event::Model {
+                seq: position,
+                position: Some(position),
+                event_id: format!("e{position}"),
+                event_type: "video.media.created".into(),
+                object_type: None,
+                object_id: None,
+                entity_kind: None,
+                entity_id: None,
+                parent_id: None,
+                occurred_at_ns: None,
+                order_ns: 0,
+                received_at_ns: 0,
+                outcome: "ignored".into(),
+                reason: None,
+                payload: "{}".into(),
+            }),
+            moved: Vec::new(),
+        })
+    }
+
+    fn positions(changes: &[Arc<Change>]) -> Vec<i64> {
+        changes.iter().map(|c| c.position).collect()
+    }
+
+    #[test]
+    fn a_whole_batch_leaves_the_inbox_in_order_with_anything_older() {
+        let inbox = Inbox::default();
+        for position in [7, 3, 5, 4, 6, 2] {
+            inbox.put(change(position));
+        }
+        let taken = inbox.take_all(2, 5).expect("3, 4 and 5 are waiting");
+        assert_eq!(positions(&taken), [3, 4, 5]);
+        // 2 was older: dropped. 6 and 7 wait for their notification.
+        assert!(inbox.take(2).is_none());
+        assert_eq!(positions(&inbox.take_all(5, 7).unwrap()), [6, 7]);
+    }
+
+    #[tokio::test]
+    async fn the_relay_waits_for_a_commit_of_this_instance_to_put_its_changes() {
+        let inbox = Inbox::default();
+        let committing = inbox.committing();
+        let writer = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                // The notification came first; the writer puts its changes a moment later.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                inbox.put(change(1));
+                inbox.put(change(2));
+                drop(committing);
+            })
+        };
+        let taken = inbox
+            .take_settled(0, 2)
+            .await
+            .expect("the commit's changes");
+        assert_eq!(positions(&taken), [1, 2]);
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_change_no_commit_of_this_instance_can_put_is_missing_without_waiting_long() {
+        let inbox = Inbox::default();
+        inbox.put(change(1));
+        let start = std::time::Instant::now();
+        // No commit marked: position 2 is another instance's.
+        assert!(inbox.take_settled(0, 2).await.is_none());
+        // A commit that fails ends its mark without putting anything.
+        let failed = inbox.committing();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(failed);
+        });
+        assert!(inbox.take_settled(0, 2).await.is_none());
+        assert!(start.elapsed() < SETTLE_LIMIT, "{:?}", start.elapsed());
+        // What is there stays for a later notification.
+        assert_eq!(positions(&inbox.take_all(0, 1).unwrap()), [1]);
+    }
+
+    #[test]
+    fn a_batch_with_a_missing_position_leaves_the_inbox_as_it_was() {
+        let inbox = Inbox::default();
+        for position in [1, 2, 4] {
+            inbox.put(change(position));
+        }
+        assert!(inbox.take_all(0, 4).is_none());
+        assert_eq!(positions(&inbox.take_all(0, 2).unwrap()), [1, 2]);
+        assert_eq!(inbox.take(4).map(|c| c.position), Some(4));
+    }
 }

@@ -15,7 +15,9 @@
 //! 3. append the new events to the log with their final outcomes and positions: one counter increment by
 //!    their number (on PostgreSQL, the same statement notifies the batch's last position), then one
 //!    insert, in arrival order (`store::events::append`);
-//! 4. commit; then publish every change in position order; then answer every delivery.
+//! 4. commit; then publish every change in position order; then answer every delivery. (On PostgreSQL,
+//!    the commit is marked for the relay from just before it until its changes are in the relay's inbox,
+//!    so the relay waits for them rather than loading them again: `events::relay::Inbox`.)
 //!
 //! So a batch costs about ten statements however many deliveries it holds, where one transaction per
 //! delivery costs five or more each.
@@ -72,6 +74,7 @@ use super::apply::{self, Changed, Locking};
 use super::event::{EntityRef, Event};
 use super::working::Working;
 use super::{Outcome, Reply, STALE_REASON};
+use crate::events::relay::Committing;
 use crate::events::{Change, Publisher};
 use crate::metrics::Metrics;
 use crate::store::events as log;
@@ -158,6 +161,10 @@ impl Writer {
 
 type Queued = (Delivery, oneshot::Sender<Result<Reply, DbErr>>);
 
+/// What a committed transaction stored, for each delivery (`None` for a duplicate), and the commit's mark
+/// for the relay (PostgreSQL), to keep until the changes are published.
+type Committed = (Vec<Option<Stored>>, Option<Committing>);
+
 /// A stored event, before publishing.
 struct Stored {
     outcome: Outcome,
@@ -185,7 +192,7 @@ impl GroupCommit {
         if deliveries.len() > 1 {
             self.metrics.intake_batch(deliveries.len());
             match self.commit(&deliveries).await {
-                Ok(stored) => return self.finish(stored, replies),
+                Ok(committed) => return self.finish(committed, replies),
                 Err(error) => {
                     self.metrics.intake_batch_retry();
                     tracing::debug!(
@@ -198,7 +205,7 @@ impl GroupCommit {
         }
         for (delivery, reply) in deliveries.iter().zip(replies) {
             match self.commit_alone(delivery).await {
-                Ok(stored) => self.finish(stored, vec![reply]),
+                Ok(committed) => self.finish(committed, vec![reply]),
                 Err(error) => {
                     let _ = reply.send(Err(error));
                 }
@@ -208,7 +215,7 @@ impl GroupCommit {
 
     /// Stores one delivery in a transaction of its own, again when PostgreSQL aborted it to break a
     /// deadlock with another instance's transaction.
-    async fn commit_alone(&self, delivery: &Delivery) -> Result<Vec<Option<Stored>>, DbErr> {
+    async fn commit_alone(&self, delivery: &Delivery) -> Result<Committed, DbErr> {
         let mut attempts = 1;
         loop {
             self.metrics.intake_batch(1);
@@ -222,10 +229,11 @@ impl GroupCommit {
         }
     }
 
-    /// After the commit: publishes the changes in position order, then answers the deliveries.
+    /// After the commit: publishes the changes in position order, then answers the deliveries; then the
+    /// commit's mark ends.
     fn finish(
         &self,
-        stored: Vec<Option<Stored>>,
+        (stored, _committing): Committed,
         replies: Vec<oneshot::Sender<Result<Reply, DbErr>>>,
     ) {
         let answers: Vec<Reply> = stored
@@ -249,8 +257,7 @@ impl GroupCommit {
     }
 
     /// Stores `deliveries` in one transaction and commits it; on error, rolls it back.
-    /// `None` stands for a duplicate.
-    async fn commit(&self, deliveries: &[Delivery]) -> Result<Vec<Option<Stored>>, DbErr> {
+    async fn commit(&self, deliveries: &[Delivery]) -> Result<Committed, DbErr> {
         // On SQLite, a write transaction from the start: the first statements only read, and a read
         // transaction that must become a write one after another connection wrote fails at once with
         // `SQLITE_BUSY` instead of waiting for the lock.
@@ -263,8 +270,9 @@ impl GroupCommit {
             .await?;
         match self.store_all(&txn, deliveries).await {
             Ok(stored) => {
+                let committing = self.publisher.committing();
                 txn.commit().await?;
-                Ok(stored)
+                Ok((stored, committing))
             }
             Err(error) => {
                 // Rolled back now, not when the connection is next used, so the retry does not wait on
