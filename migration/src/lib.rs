@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_create_tables;
 mod m20261127_000002_add_log_position;
 mod m20261127_000003_drop_unused_event_index;
+mod m20261127_000004_partial_owner_indexes;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_create_tables::Migration),
             Box::new(m20261127_000002_add_log_position::Migration),
             Box::new(m20261127_000003_drop_unused_event_index::Migration),
+            Box::new(m20261127_000004_partial_owner_indexes::Migration),
         ]
     }
 }
