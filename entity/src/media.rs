@@ -21,6 +21,7 @@ pub struct Model {
     pub metadata: Option<Json>,
     pub thumbnail_url: Option<String>,
     /// Set for the recording of a live stream.
+    /// Indexed where set (a partial index: migration 4); the migrations, not this attribute, make the schema.
     #[sea_orm(indexed)]
     pub live_stream_id: Option<String>,
     pub created_at_ns: Option<i64>,

@@ -9,9 +9,11 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
     /// Owner when it plays a media.
+    /// Indexed where set (a partial index: migration 4); the migrations, not this attribute, make the schema.
     #[sea_orm(indexed)]
     pub media_id: Option<String>,
     /// Owner when it plays a live stream.
+    /// Indexed where set (a partial index: migration 4); the migrations, not this attribute, make the schema.
     #[sea_orm(indexed)]
     pub live_stream_id: Option<String>,
     pub access_policy: String,

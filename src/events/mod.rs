@@ -9,6 +9,7 @@ pub mod relay;
 
 use cache::PlaybackCache;
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use entity::{live_stream, media, simulcast_target, webhook_event};
@@ -96,12 +97,13 @@ impl Publisher {
         }
     }
 
-    /// Marks a commit about to happen, until the mark is dropped after its changes are published: the
-    /// relay then waits for them instead of loading them from the database (see [`relay::Inbox`]).
-    pub fn committing(&self) -> Option<relay::Committing> {
+    /// Marks a commit about to store the events at `positions`, until the mark is dropped after its
+    /// changes are published: the relay then waits for them instead of loading them from the database
+    /// (see [`relay::Inbox`]).
+    pub fn committing(&self, positions: RangeInclusive<i64>) -> Option<relay::Committing> {
         match self {
             Self::Direct { .. } => None,
-            Self::Relayed(inbox) => Some(inbox.committing()),
+            Self::Relayed(inbox) => Some(inbox.committing(positions)),
         }
     }
 }

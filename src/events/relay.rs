@@ -9,9 +9,10 @@
 //! committed meanwhile still reach local subscribers, in order. On SQLite the relay is off: intake
 //! publishes directly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -35,10 +36,11 @@ pub const CHANNEL: &str = "fastpix_sync_changes";
 /// the oldest are dropped and will be loaded from the database instead.
 ///
 /// A commit's notification can reach the relay before the writer that committed has put its changes
-/// here: the two travel on different connections. So a writer marks its commit ([`Inbox::committing`])
-/// from just before it until its changes are here, and the relay, missing a change while a commit is
-/// marked, waits for it ([`Inbox::take_settled`]) instead of loading from the database a change that is
-/// about to arrive.
+/// here: the two travel on different connections. So a writer marks its commit with the positions it
+/// stores ([`Inbox::committing`]), from just before it until its changes are here, and the relay, missing
+/// a change at a marked position, waits for it ([`Inbox::take_settled`]) instead of loading from the
+/// database a change that is about to arrive. A change at a position no mark holds is another
+/// instance's: it is loaded at once.
 #[derive(Clone, Default)]
 pub struct Inbox(Arc<Shared>);
 
@@ -52,8 +54,9 @@ struct Shared {
 #[derive(Default)]
 struct State {
     waiting: BTreeMap<i64, Arc<Change>>,
-    /// Commits marked and not ended.
-    committing: usize,
+    /// The positions of the commits marked and not ended, by mark.
+    committing: HashMap<u64, RangeInclusive<i64>>,
+    next_mark: u64,
 }
 
 const INBOX_LIMIT: usize = 4096;
@@ -64,18 +67,22 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 
 /// A commit in progress, from just before the commit until its changes are in the inbox (or it failed).
 #[must_use]
-pub struct Committing(Inbox);
+pub struct Committing {
+    inbox: Inbox,
+    mark: u64,
+}
 
 impl Drop for Committing {
     fn drop(&mut self) {
-        self.0.lock().committing -= 1;
-        self.0.0.settled.notify_waiters();
+        self.inbox.lock().committing.remove(&self.mark);
+        self.inbox.0.settled.notify_waiters();
     }
 }
 
 impl Inbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.state.lock().expect("inbox lock")
+        // No code panics while holding it; should one, the map is still whole.
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn put(&self, change: Arc<Change>) {
@@ -86,10 +93,17 @@ impl Inbox {
         }
     }
 
-    /// Marks a commit; keep the mark until its changes are [put](Inbox::put).
-    pub fn committing(&self) -> Committing {
-        self.lock().committing += 1;
-        Committing(self.clone())
+    /// Marks a commit storing the events at `positions`; keep the mark until its changes are
+    /// [put](Inbox::put).
+    pub fn committing(&self, positions: RangeInclusive<i64>) -> Committing {
+        let mut state = self.lock();
+        let mark = state.next_mark;
+        state.next_mark += 1;
+        state.committing.insert(mark, positions);
+        Committing {
+            inbox: self.clone(),
+            mark,
+        }
     }
 
     fn take(&self, position: i64) -> Option<Arc<Change>> {
@@ -115,7 +129,7 @@ impl Inbox {
         Some(taken.range(after + 1..).map(|(_, c)| c.clone()).collect())
     }
 
-    /// [`Inbox::take_all`], once no commit of this instance that could still put a missing change is in
+    /// [`Inbox::take_all`], once no commit of this instance that stores one of these positions is in
     /// progress (waiting at most [`SETTLE_LIMIT`]). `None` means a change is missing: another instance
     /// committed it.
     async fn take_settled(&self, after: i64, until: i64) -> Option<Vec<Arc<Change>>> {
@@ -128,9 +142,12 @@ impl Inbox {
             if let Some(changes) = self.take_all(after, until) {
                 return Some(changes);
             }
-            if self.lock().committing == 0
-                || tokio::time::timeout_at(deadline, ended).await.is_err()
-            {
+            let marked = self
+                .lock()
+                .committing
+                .values()
+                .any(|marked| *marked.start() <= until && *marked.end() > after);
+            if !marked || tokio::time::timeout_at(deadline, ended).await.is_err() {
                 return self.take_all(after, until);
             }
         }
@@ -382,7 +399,7 @@ mod tests {
     #[tokio::test]
     async fn the_relay_waits_for_a_commit_of_this_instance_to_put_its_changes() {
         let inbox = Inbox::default();
-        let committing = inbox.committing();
+        let committing = inbox.committing(1..=2);
         let writer = {
             let inbox = inbox.clone();
             tokio::spawn(async move {
@@ -408,8 +425,13 @@ mod tests {
         let start = std::time::Instant::now();
         // No commit marked: position 2 is another instance's.
         assert!(inbox.take_settled(0, 2).await.is_none());
+        // Nor does a commit of later positions hold it: it is not waited for.
+        let later = inbox.committing(3..=5);
+        assert!(inbox.take_settled(0, 2).await.is_none());
+        assert!(start.elapsed() < SETTLE_LIMIT / 2, "{:?}", start.elapsed());
+        drop(later);
         // A commit that fails ends its mark without putting anything.
-        let failed = inbox.committing();
+        let failed = inbox.committing(2..=2);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             drop(failed);

@@ -270,7 +270,12 @@ impl GroupCommit {
             .await?;
         match self.store_all(&txn, deliveries).await {
             Ok(stored) => {
-                let committing = self.publisher.committing();
+                // Positions are consecutive: the batch's new events, if it has any.
+                let mut positions = stored.iter().flatten().filter_map(|s| s.row.position);
+                let committing = positions.next().and_then(|first| {
+                    let last = positions.next_back().unwrap_or(first);
+                    self.publisher.committing(first..=last)
+                });
                 txn.commit().await?;
                 Ok((stored, committing))
             }
