@@ -11,6 +11,7 @@ mod failure;
 mod fanout;
 mod group_commit;
 mod intake;
+mod migrations;
 mod operations;
 mod ordering;
 mod playground;

@@ -1,0 +1,69 @@
+//! The schema migrations: the last one can be undone and applied again.
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+
+use crate::helpers::{TestDb, spawn_app_on};
+
+/// The owner indexes migration 4 makes partial.
+const OWNER_INDEXES: [&str; 3] = [
+    "idx_media_live_stream",
+    "idx_playback_id_media",
+    "idx_playback_id_live_stream",
+];
+
+/// The definition of index `name`, as the database prints it.
+async fn index_definition(db: &DatabaseConnection, name: &str) -> String {
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => "SELECT indexdef AS def FROM pg_indexes WHERE indexname = $1",
+        _ => "SELECT sql AS def FROM sqlite_master WHERE type = 'index' AND name = $1",
+    };
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            sql,
+            [name.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("index {name} exists"));
+    row.try_get("", "def").unwrap()
+}
+
+async fn partial(db: &DatabaseConnection) -> Vec<bool> {
+    let mut partial = Vec::new();
+    for name in OWNER_INDEXES {
+        partial.push(index_definition(db, name).await.contains("IS NOT NULL"));
+    }
+    partial
+}
+
+#[tokio::test]
+async fn the_partial_owner_indexes_can_be_undone_and_made_again() {
+    let test_db = TestDb::new().await;
+    let db = fastpix_sync::db::connect_and_migrate(&test_db.url)
+        .await
+        .unwrap();
+    assert_eq!(partial(&db).await, [true; 3]);
+
+    Migrator::down(&db, Some(1)).await.unwrap();
+    assert_eq!(
+        partial(&db).await,
+        [false; 3],
+        "down makes them whole again"
+    );
+    Migrator::up(&db, None).await.unwrap();
+    assert_eq!(partial(&db).await, [true; 3]);
+    drop(db);
+
+    // The server still stores and finds through them.
+    let app = spawn_app_on(test_db).await;
+    assert_eq!(app.deliver_fixture("video.media.ready").await, "applied");
+    let data = app
+        .query(
+            r#"{ mediaByPlaybackId(playbackId: "a1b2c3d4-e5f6-4789-9abc-def012345678") { id } }"#,
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(data["mediaByPlaybackId"]["id"].is_string(), "{data}");
+}
