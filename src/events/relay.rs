@@ -4,10 +4,10 @@
 //! Intake sends `NOTIFY fastpix_sync_changes, '<position>'` inside its transaction, so the notification
 //! goes out on commit, in commit order (= position order). One listener connection per instance receives
 //! them. A change this instance committed itself is waiting in the [`Inbox`] (or about to be) and is
-//! published as is; another instance's change is loaded from the database once and published. When the listener connection
-//! is lost, the relay reconnects with backoff and catches up from the event log by position, so changes
-//! committed meanwhile still reach local subscribers, in order. On SQLite the relay is off: intake
-//! publishes directly.
+//! published as is; another instance's change is loaded from the database once and published. When the
+//! listener connection is lost, the relay reconnects with backoff and catches up from the event log by
+//! position, so changes committed meanwhile still reach local subscribers, in order. On SQLite the relay
+//! is off: intake publishes directly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
@@ -104,15 +104,6 @@ impl Inbox {
             inbox: self.clone(),
             mark,
         }
-    }
-
-    fn take(&self, position: i64) -> Option<Arc<Change>> {
-        let mut state = self.lock();
-        // Anything older was published already (or will be loaded): drop it.
-        let mut newer = state.waiting.split_off(&position);
-        let found = newer.remove(&position);
-        state.waiting = newer;
-        found
     }
 
     /// The changes at the positions after `after` up to `until`, in order, when every one of them is
@@ -255,10 +246,14 @@ impl Relay {
 
     /// Publishes one change: from the inbox when this instance made it, else loaded from the database.
     async fn publish(&self, position: i64) -> Result<(), DbErr> {
-        let change = match self.inbox.take(position) {
+        let change = match self
+            .inbox
+            .take_all(position - 1, position)
+            .and_then(|mut c| c.pop())
+        {
             Some(change) => change,
             None => {
-                tracing::debug!(position, "relay: loading another instance's change");
+                tracing::debug!(position, "relay: loading a change from the log");
                 match load_change(&self.db, position).await? {
                     Some(change) => change,
                     None => return Ok(()),
@@ -392,7 +387,7 @@ mod tests {
         let taken = inbox.take_all(2, 5).expect("3, 4 and 5 are waiting");
         assert_eq!(positions(&taken), [3, 4, 5]);
         // 2 was older: dropped. 6 and 7 wait for their notification.
-        assert!(inbox.take(2).is_none());
+        assert!(inbox.take_all(1, 2).is_none());
         assert_eq!(positions(&inbox.take_all(5, 7).unwrap()), [6, 7]);
     }
 
@@ -450,6 +445,6 @@ mod tests {
         }
         assert!(inbox.take_all(0, 4).is_none());
         assert_eq!(positions(&inbox.take_all(0, 2).unwrap()), [1, 2]);
-        assert_eq!(inbox.take(4).map(|c| c.position), Some(4));
+        assert_eq!(positions(&inbox.take_all(3, 4).unwrap()), [4]);
     }
 }
