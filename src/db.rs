@@ -23,7 +23,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
         });
     if url.starts_with("sqlite:") {
-        options.max_connections(8);
+        // A SQLite connection lives in this process and cannot be dropped by a server: no round trip to
+        // test it each time the pool hands it out.
+        options.max_connections(8).test_before_acquire(false);
     } else {
         options.max_connections(16);
     }

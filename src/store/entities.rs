@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, IdenStatic,
-    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder,
+    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder, QueryTrait,
 };
 
+use super::script::Script;
 use crate::webhook::fields::{Playback, WithPlaybackIds};
 use crate::webhook::live::LiveState;
 use crate::webhook::media::MediaState;
@@ -74,14 +75,15 @@ pub async fn load_playback_lists(
     Ok(lists)
 }
 
-/// Inserts `models`, or updates every column of those whose primary key is stored: one statement.
-pub async fn upsert<E>(db: &impl ConnectionTrait, models: Vec<E::Model>) -> Result<(), DbErr>
+/// Adds to `script` one statement that inserts `models`, or updates every column of those whose primary
+/// key is stored.
+pub fn upsert<E>(script: &mut Script, models: Vec<E::Model>)
 where
     E: EntityTrait,
     E::Model: IntoActiveModel<E::ActiveModel>,
 {
     if models.is_empty() {
-        return Ok(());
+        return;
     }
     let keys: Vec<E::Column> = E::PrimaryKey::iter()
         .map(PrimaryKeyToColumn::into_column)
@@ -89,23 +91,19 @@ where
     let others: Vec<E::Column> = E::Column::iter()
         .filter(|c| keys.iter().all(|k| k.as_str() != c.as_str()))
         .collect();
-    E::insert_many(
+    let insert = E::insert_many(
         models
             .into_iter()
             .map(|model| model.into_active_model().reset_all()),
     )
     .on_conflict(OnConflict::columns(keys).update_columns(others).to_owned())
-    .exec_without_returning(db)
-    .await
-    .map(drop)
+    .into_query();
+    script.push(&insert);
 }
 
-/// Deletes the playback ids of `owners`, to save their new lists with [`upsert`]. (A playback id is
-/// unique: if another owner has one of them, the upsert moves it.)
-pub async fn delete_playback_ids(
-    db: &impl ConnectionTrait,
-    owners: &[Owner<'_>],
-) -> Result<(), DbErr> {
+/// Adds to `script` one statement that deletes the playback ids of `owners`, to save their new lists
+/// with [`upsert`]. (A playback id is unique: if another owner has one of them, the upsert moves it.)
+pub fn delete_playback_ids(script: &mut Script, owners: &[Owner<'_>]) {
     let (mut media, mut live) = (Vec::new(), Vec::new());
     for owner in owners {
         match owner {
@@ -114,17 +112,16 @@ pub async fn delete_playback_ids(
         }
     }
     if media.is_empty() && live.is_empty() {
-        return Ok(());
+        return;
     }
-    playback_id::Entity::delete_many()
+    let delete = playback_id::Entity::delete_many()
         .filter(
             playback_id::Column::MediaId
                 .is_in(media)
                 .or(playback_id::Column::LiveStreamId.is_in(live)),
         )
-        .exec(db)
-        .await
-        .map(drop)
+        .into_query();
+    script.push(&delete);
 }
 
 /// The stored row of a playback id: which media or stream plays it, if it is known.

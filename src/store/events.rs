@@ -4,11 +4,13 @@ use std::collections::{HashMap, HashSet};
 
 use entity::{log_position, webhook_event};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict, Query, SubQueryStatement};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Iterable, ModelTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
+
+use super::script::Script;
 
 use crate::webhook::envelope::Envelope;
 use crate::webhook::event::{Event, OrderKey};
@@ -33,10 +35,12 @@ pub async fn stored_ids<'i>(
     Ok(rows.into_iter().collect())
 }
 
-/// Appends `rows` to the log, in this order: gives them the next cursor positions (one increment of the
-/// one-row counter by their number), then inserts them in one statement, and sets each row's `seq` and
-/// `position`. Their event ids must be new ([`stored_ids`]); if another transaction stored one of them
-/// meanwhile, this fails, and the caller rolls back.
+/// Runs `script` (the transaction's entity writes), then appends `rows` to the log: increments the
+/// one-row counter by their number, then inserts them in one statement, each with its cursor position
+/// read from the counter (the last row gets the counter's new value), and sets each row's `seq` and
+/// `position`. On SQLite, that is all one round trip (see `store::script`). Their event ids must be
+/// new ([`stored_ids`]); if another transaction stored one of them meanwhile, this fails, and the
+/// caller rolls back.
 ///
 /// With `notify` (PostgreSQL), the counter's statement also tells every instance listening (`LISTEN`)
 /// that the events up to the last position are committed: PostgreSQL sends the notification on commit,
@@ -47,60 +51,73 @@ pub async fn stored_ids<'i>(
 /// is written once, position included: no update of the log follows.
 pub async fn append(
     db: &impl ConnectionTrait,
-    mut rows: Vec<&mut webhook_event::Model>,
+    mut script: Script,
+    rows: Vec<&mut webhook_event::Model>,
     notify: bool,
 ) -> Result<(), DbErr> {
     use webhook_event::Column as C;
     if rows.is_empty() {
-        return Ok(());
+        return script.run(db).await.map(drop);
     }
     let count = i64::try_from(rows.len()).expect("a batch fits in i64");
-    let mut returning = vec![Expr::col(log_position::Column::Last)];
-    if notify {
-        returning.push(Expr::cust_with_values(
-            "pg_notify($1, last::text)",
-            [crate::events::relay::CHANNEL],
-        ));
-    }
-    let counter = Query::update()
+    let mut counter = Query::update()
         .table(log_position::Entity)
         .value(
             log_position::Column::Last,
             Expr::col(log_position::Column::Last).add(count),
         )
         .and_where(log_position::Column::Id.eq(1))
-        .returning(Query::returning().exprs(returning))
         .to_owned();
-    let last: i64 = db
-        .query_one(&counter)
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("the log_position row (run the migrations)".into()))?
-        .try_get("", "last")?;
-    for (row, position) in rows.iter_mut().zip(last - count + 1..) {
-        row.position = Some(position);
+    if notify {
+        counter.returning(Query::returning().expr(Expr::cust_with_values(
+            "pg_notify($1, last::text)",
+            [crate::events::relay::CHANNEL],
+        )));
     }
-    let models = rows.iter().map(|row| {
-        let mut active = (**row).clone().into_active_model().reset_all();
-        active.seq = NotSet;
-        active
-    });
-    let mut insert = webhook_event::Entity::insert_many(models)
+    script.push(&counter);
+    // The counter's new value, as this transaction sees it.
+    let last = Query::select()
+        .column(log_position::Column::Last)
+        .from(log_position::Entity)
+        .and_where(log_position::Column::Id.eq(1))
+        .to_owned();
+    let columns: Vec<C> = C::iter().filter(|c| !matches!(c, C::Seq)).collect();
+    let mut insert = Query::insert();
+    insert
+        .into_table(webhook_event::Entity)
+        .columns(columns.clone());
+    for (row, before_last) in rows.iter().zip((0..count).rev()) {
+        insert.values_panic(columns.iter().map(|column| match column {
+            C::Position => Expr::from(SubQueryStatement::from(last.clone())).sub(before_last),
+            column => Expr::val(row.get(*column)),
+        }));
+    }
+    insert
         .on_conflict(OnConflict::column(C::EventId).do_nothing().to_owned())
-        .into_query();
-    insert.returning(Query::returning().columns([C::Seq, C::EventId]));
-    let mut seqs: HashMap<String, i64> = db
-        .query_all(&insert)
+        .returning(Query::returning().columns([C::Seq, C::EventId, C::Position]));
+    script.push(&insert);
+    let mut stored: HashMap<String, (i64, Option<i64>)> = script
+        .run(db)
         .await?
         .iter()
-        .map(|row| Ok((row.try_get("", "event_id")?, row.try_get("", "seq")?)))
+        .map(|row| {
+            let id = row.try_get("", "event_id")?;
+            Ok((id, (row.try_get("", "seq")?, row.try_get("", "position")?)))
+        })
         .collect::<Result<_, DbErr>>()?;
     for row in rows {
-        row.seq = seqs.remove(&row.event_id).ok_or_else(|| {
+        let (seq, position) = stored.remove(&row.event_id).ok_or_else(|| {
             DbErr::Custom(format!(
                 "event {} was stored by another transaction meanwhile",
                 row.event_id
             ))
         })?;
+        if position.is_none() {
+            return Err(DbErr::RecordNotFound(
+                "the log_position row (run the migrations)".into(),
+            ));
+        }
+        (row.seq, row.position) = (seq, position);
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod entities;
 pub mod events;
+pub mod script;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 

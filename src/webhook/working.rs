@@ -8,7 +8,8 @@
 //! 2. loads those entities in one query per kind (two for media and streams, with their playback ids;
 //!    [`Working::load`]);
 //! 3. applies each delivery in arrival order against these states in memory;
-//! 4. writes what changed at the end, in a few multi-row statements ([`Working::flush`]).
+//! 4. writes what changed at the end, in a few multi-row statements ([`Working::write`]), sent together
+//!    with the event log's on SQLite (`store::script`).
 //!
 //! This is the same as applying the deliveries one by one against the database, because nothing else
 //! writes these entities meanwhile (their locks are held; on SQLite the writer is the only one) and the
@@ -35,6 +36,7 @@ use super::live::LiveState;
 use super::media::MediaState;
 use super::simulcast::TargetState;
 use crate::store::entities::{self, Owner, PlaybackOwner};
+use crate::store::script::Script;
 use crate::store::{events, lock_entities, lock_key};
 
 /// An entity as stored when the transaction first read it, and as it is now.
@@ -257,9 +259,17 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         list.retain(|p| !claimed.contains(p.id.as_str()));
     }
 
-    /// Writes every change: the changed rows in one upsert per table, then the changed playback id
-    /// lists (one delete, one upsert).
+    /// Writes every change now (see [`Working::write`]).
     pub async fn flush(self) -> Result<(), DbErr> {
+        let db = self.db;
+        let mut script = Script::new(db.get_database_backend());
+        self.write(&mut script);
+        script.run(db).await.map(drop)
+    }
+
+    /// Adds every change to `script`: the changed rows in one upsert per table, then the changed playback
+    /// id lists (one delete, one upsert).
+    pub fn write(self, script: &mut Script) {
         let mut owners = Vec::new();
         let mut playbacks = Vec::new();
         let media_rows = owner_changes(&self.media, &mut owners, &mut playbacks);
@@ -275,11 +285,11 @@ impl<'a, C: ConnectionTrait> Working<'a, C> {
         let mut seen = HashSet::new();
         playbacks.reverse();
         playbacks.retain(|row| seen.insert(row.id.clone()));
-        entities::upsert::<media::Entity>(self.db, media_rows).await?;
-        entities::upsert::<live_stream::Entity>(self.db, live_rows).await?;
-        entities::upsert::<simulcast_target::Entity>(self.db, target_rows).await?;
-        entities::delete_playback_ids(self.db, &owners).await?;
-        entities::upsert::<playback_id::Entity>(self.db, playbacks).await
+        entities::upsert::<media::Entity>(script, media_rows);
+        entities::upsert::<live_stream::Entity>(script, live_rows);
+        entities::upsert::<simulcast_target::Entity>(script, target_rows);
+        entities::delete_playback_ids(script, &owners);
+        entities::upsert::<playback_id::Entity>(script, playbacks);
     }
 }
 

@@ -55,6 +55,37 @@ async fn a_failed_transaction_answers_503_and_the_retry_applies_once() {
     assert_eq!(app.count("playback_id").await, 1);
 }
 
+/// The positions are read from the counter row inside the insert: without that row (a database whose
+/// migrations were tampered with), the delivery fails whole instead of storing an event without a
+/// position.
+#[tokio::test]
+async fn without_the_position_counter_a_delivery_answers_503_and_stores_nothing() {
+    let app = spawn_app().await;
+    app.db
+        .execute_unprepared("DELETE FROM log_position")
+        .await
+        .unwrap();
+    let body = fixture("video.media.created");
+    let (status, _) = app.deliver(&body).await;
+    assert_eq!(status, 503);
+    assert_eq!(app.count("webhook_event").await, 0);
+    assert_eq!(app.count("media").await, 0);
+
+    app.db
+        .execute_unprepared("INSERT INTO log_position (id, last) VALUES (1, 0)")
+        .await
+        .unwrap();
+    assert_eq!(app.deliver(&body).await, (200, "applied".to_owned()));
+    let positions: Vec<Option<i64>> = app
+        .events_by_position()
+        .await
+        .into_iter()
+        .map(|row| row.position)
+        .collect();
+    assert_eq!(positions, [Some(1)]);
+    assert_eq!(app.count("media").await, 1);
+}
+
 #[tokio::test]
 async fn terminated_postgres_connections_answer_503_and_the_retry_applies_once() {
     let test_db = TestDb::new().await;
