@@ -46,7 +46,17 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// Its playback ids (for joins only: the migrations declare no foreign keys).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(has_many = "super::playback_id::Entity")]
+    PlaybackId,
+}
+
+impl Related<super::playback_id::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::PlaybackId.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

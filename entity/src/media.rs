@@ -35,7 +35,17 @@ pub struct Model {
     pub last_event_id: String,
 }
 
+/// Its playback ids (for joins only: the migrations declare no foreign keys).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(has_many = "super::playback_id::Entity")]
+    PlaybackId,
+}
+
+impl Related<super::playback_id::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::PlaybackId.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -21,7 +21,33 @@ pub struct Model {
     pub position: i32,
 }
 
+/// The owners (for joins only: the migrations declare no foreign keys).
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::media::Entity",
+        from = "Column::MediaId",
+        to = "super::media::Column::Id"
+    )]
+    Media,
+    #[sea_orm(
+        belongs_to = "super::live_stream::Entity",
+        from = "Column::LiveStreamId",
+        to = "super::live_stream::Column::Id"
+    )]
+    LiveStream,
+}
+
+impl Related<super::media::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Media.def()
+    }
+}
+
+impl Related<super::live_stream::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::LiveStream.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

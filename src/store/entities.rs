@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, IdenStatic,
     IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder, QueryTrait,
+    Related,
 };
 
 use super::script::Script;
@@ -133,7 +134,7 @@ pub async fn find_playback(
 }
 
 /// A row that owns playback ids: a media or a live stream.
-pub trait PlaybackOwner: ModelTrait {
+pub trait PlaybackOwner: ModelTrait<Entity: Related<playback_id::Entity>> {
     /// The `playback_id` column that points at this kind of owner.
     const COLUMN: playback_id::Column;
 
@@ -164,7 +165,7 @@ pub async fn load_live(db: &impl ConnectionTrait, id: &str) -> Result<Option<Liv
     Ok(load_owners(db, vec![id.to_owned()]).await?.pop())
 }
 
-/// The media (or live streams) among `ids` that are stored, with their playback ids: two queries at most.
+/// The media (or live streams) among `ids` that are stored, with their playback ids: one query (a join).
 pub async fn load_owners<M>(
     db: &impl ConnectionTrait,
     ids: Vec<String>,
@@ -180,8 +181,25 @@ where
         .map(PrimaryKeyToColumn::into_column)
         .next()
         .expect("an entity has a primary key");
-    let rows = M::Entity::find().filter(id.is_in(ids)).all(db).await?;
-    with_playback_ids(db, rows).await
+    let rows = M::Entity::find()
+        .filter(id.is_in(ids))
+        .find_with_related(playback_id::Entity)
+        .order_by_asc(playback_id::Column::Position)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, playbacks)| WithPlaybackIds {
+            row,
+            playback_ids: playbacks
+                .into_iter()
+                .map(|p| Playback {
+                    id: p.id,
+                    access_policy: p.access_policy,
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 /// `rows` (media, or live streams) with their playback ids: one query.

@@ -123,15 +123,33 @@ async fn apply_live<C: ConnectionTrait>(
     Ok(Some(new))
 }
 
+/// The entities [`apply`] reads to apply `event` to `entity`, as far as the event tells without a query:
+/// the entity, and the simulcast targets a stream event lists. (On `idle`, a stream's other targets are
+/// found when applying.)
+pub fn entities_read(entity: &EntityRef, event: &Event) -> Vec<EntityRef> {
+    let mut read = vec![entity.clone()];
+    if let EntityRef::LiveStream(stream) = entity {
+        read.extend(
+            listed_target_ids(event).map(|id| EntityRef::SimulcastTarget {
+                id,
+                parent: stream.clone(),
+            }),
+        );
+    }
+    read
+}
+
+fn listed_target_ids(event: &Event) -> impl Iterator<Item = String> {
+    listed_targets(&event.envelope.data).filter_map(|entry| fields::text(entry, &["simulcastId"]))
+}
+
 /// The targets a stream event concerns: those it lists, and on `idle` every target of the stream.
 async fn targets_touched<C: ConnectionTrait>(
     w: &mut Working<'_, C>,
     stream: &str,
     event: &Event,
 ) -> Result<Vec<String>, DbErr> {
-    let mut ids: Vec<String> = listed_targets(&event.envelope.data)
-        .filter_map(|entry| fields::text(entry, &["simulcastId"]))
-        .collect();
+    let mut ids: Vec<String> = listed_target_ids(event).collect();
     if event.verb() == "idle" {
         ids.extend(w.target_ids_of(stream).await?);
     }

@@ -4,8 +4,9 @@
 //! straight against the database costs several statements per delivery (take the entity's lock, load it,
 //! save its row, save its playback ids), each a round trip. Instead, the batch:
 //!
-//! 1. takes every entity lock the batch needs, sorted, in one statement ([`Working::lock_for`]);
-//! 2. loads those entities in one query per kind (two for media and streams, with their playback ids;
+//! 1. takes every entity lock the batch needs, sorted, in one statement ([`Working::lock_for`]): each
+//!    delivery's entity, and the simulcast targets a stream event lists (`apply::entities_read`);
+//! 2. loads those entities in one query per kind (media and streams joined with their playback ids;
 //!    [`Working::load`]);
 //! 3. applies each delivery in arrival order against these states in memory;
 //! 4. writes what changed at the end, in a few multi-row statements ([`Working::write`]), sent together
@@ -15,8 +16,8 @@
 //! writes these entities meanwhile (their locks are held; on SQLite the writer is the only one) and the
 //! states in memory follow every write the database would have seen:
 //!
-//! - An entity not loaded yet (a simulcast target a stream event names) is locked and loaded when first
-//!   needed, as before.
+//! - An entity not loaded yet (the other simulcast targets of a stream going `idle`) is locked and
+//!   loaded when first needed, as before.
 //! - A playback id is unique. When an entity takes one that another entity in memory had, it leaves the
 //!   other's list, as the database row would move ([`Working::claim`]); an entity loaded later drops the
 //!   ids that entities in memory have taken from it.

@@ -6,9 +6,9 @@
 //! more, so under light load a batch is one delivery and latency does not grow), and stores the whole
 //! batch in one transaction:
 //!
-//! 1. take the locks of every delivery's entity, sorted, in one statement; then find which of its event
-//!    ids the log holds already, in one query: those deliveries, and a repeat of an event earlier in the
-//!    same batch, come out `duplicate`;
+//! 1. take the locks of every delivery's entity (and of the targets a stream event lists), sorted, in one
+//!    statement; then find which of its event ids the log holds already, in one query: those deliveries,
+//!    and a repeat of an event earlier in the same batch, come out `duplicate`;
 //! 2. load the other deliveries' entities, apply each delivery to its entity in arrival order, in memory,
 //!    then write what changed, in a few multi-row statements (`webhook::working`); a delivery that
 //!    changes nothing comes out `stale`;
@@ -297,12 +297,21 @@ impl GroupCommit {
         deliveries: &[Delivery],
     ) -> Result<Vec<Option<Stored>>, DbErr> {
         let mut working = Working::new(txn, Locking::PerEntity);
+        // What each delivery reads first: its entity, and the targets a stream event lists.
+        let reads: Vec<Vec<EntityRef>> = deliveries
+            .iter()
+            .map(|d| {
+                d.entity
+                    .as_ref()
+                    .map_or_else(Vec::new, |entity| apply::entities_read(entity, &d.event))
+            })
+            .collect();
         // The locks first, for every delivery: a delivery of the same event to another instance holds
         // them until it commits, so the duplicate check below sees its event. (An event without an
         // entity has a lock of its own.)
         working
             .lock_for(
-                deliveries.iter().filter_map(|d| d.entity.as_ref()),
+                reads.iter().flatten(),
                 deliveries
                     .iter()
                     .filter(|d| d.entity.is_none())
@@ -325,11 +334,11 @@ impl GroupCommit {
             .collect();
         working
             .load(
-                deliveries
+                reads
                     .iter()
                     .zip(&stored)
                     .filter(|(_, stored)| stored.is_some())
-                    .filter_map(|(d, _)| d.entity.as_ref()),
+                    .flat_map(|(read, _)| read),
             )
             .await?;
         for (delivery, stored) in deliveries.iter().zip(&mut stored) {
