@@ -21,14 +21,10 @@ impl Script {
         }
     }
 
-    /// Adds a statement. Only the last statement of a script may return rows: on SQLite the rows of
-    /// every statement come back together.
+    /// Adds a statement. On SQLite, only the last statement of a script may return rows: the rows of
+    /// every statement come back together. (On PostgreSQL, those of the others are dropped.)
     pub fn push(&mut self, statement: &impl StatementBuilder) {
         self.statements.push(self.backend.build(statement));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.statements.is_empty()
     }
 
     /// Runs the statements in order and returns the rows of the last one.
@@ -60,5 +56,52 @@ impl Script {
             values,
         ))
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
+    use sea_orm::{ConnectionTrait, Database, DbBackend, TransactionTrait};
+
+    use super::Script;
+
+    #[tokio::test]
+    async fn on_sqlite_the_statements_run_in_order_each_with_its_own_parameters() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            .await
+            .unwrap();
+        let (t, k, n) = (Alias::new("t"), Alias::new("k"), Alias::new("n"));
+        let mut script = Script::new(DbBackend::Sqlite);
+        script.push(
+            Query::insert()
+                .into_table(t.clone())
+                .columns([k.clone(), n.clone()])
+                .values_panic(["a".into(), 1.into()])
+                .values_panic(["b".into(), 2.into()]),
+        );
+        script.push(
+            Query::update()
+                .table(t.clone())
+                .value(n.clone(), Expr::col(n.clone()).add(10))
+                .and_where(Expr::col(k.clone()).eq("b")),
+        );
+        script.push(
+            Query::select()
+                .columns([k.clone(), n.clone()])
+                .from(t)
+                .and_where(Expr::col(n.clone()).gt(0))
+                .order_by(k, Order::Asc),
+        );
+        let rows: Vec<(String, i64)> = script
+            .run(&txn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.try_get("", "k").unwrap(), row.try_get("", "n").unwrap()))
+            .collect();
+        assert_eq!(rows, [("a".to_owned(), 1), ("b".to_owned(), 12)]);
     }
 }
