@@ -6,7 +6,7 @@ use entity::{log_position, webhook_event};
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::sea_query::{Expr, OnConflict, Query, SubQueryStatement};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Iterable, ModelTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, Iterable, ModelTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
 
@@ -37,14 +37,16 @@ pub async fn stored_ids<'i>(
 
 /// Runs `script` (the transaction's entity writes), then appends `rows` to the log: increments the
 /// one-row counter by their number, then inserts them in one statement, each with its cursor position
-/// read from the counter (the last row gets the counter's new value), and sets each row's `seq` and
-/// `position`. On SQLite, that is all one round trip (see `store::script`). Their event ids must be
-/// new ([`stored_ids`]); if another transaction stored one of them meanwhile, this fails, and the
-/// caller rolls back.
+/// (the last row gets the counter's new value), and sets each row's `seq` and `position`. Their event
+/// ids must be new ([`stored_ids`]); if another transaction stored one of them meanwhile, this fails,
+/// and the caller rolls back.
 ///
-/// With `notify` (PostgreSQL), the counter's statement also tells every instance listening (`LISTEN`)
-/// that the events up to the last position are committed: PostgreSQL sends the notification on commit,
-/// in commit order, and not at all on rollback.
+/// On SQLite the insert reads the counter's new value itself, so the entity writes, the increment and the
+/// insert go in one round trip (see `store::script`). On PostgreSQL the increment returns the new value
+/// and the insert carries the positions (a subquery per row there costs more CPU than the round trip
+/// it saves), and with `notify` the increment also tells every instance listening (`LISTEN`) that the
+/// events up to the last position are committed: PostgreSQL sends the notification on commit, in commit
+/// order, and not at all on rollback.
 ///
 /// The counter row stays locked until the transaction ends, so positions are gapless and in commit order
 /// (see the migration `m20261127_000002_add_log_position`). Call it last, just before the commit. Each row
@@ -68,19 +70,30 @@ pub async fn append(
         )
         .and_where(log_position::Column::Id.eq(1))
         .to_owned();
-    if notify {
-        counter.returning(Query::returning().expr(Expr::cust_with_values(
-            "pg_notify($1, last::text)",
-            [crate::events::relay::CHANNEL],
-        )));
-    }
-    script.push(&counter);
-    // The counter's new value, as this transaction sees it.
-    let last = Query::select()
-        .column(log_position::Column::Last)
-        .from(log_position::Entity)
-        .and_where(log_position::Column::Id.eq(1))
-        .to_owned();
+    let missing_counter =
+        || DbErr::RecordNotFound("the log_position row (run the migrations)".into());
+    let positions = if db.get_database_backend() == DbBackend::Sqlite {
+        script.push(&counter);
+        Positions::ReadByInsert
+    } else {
+        let mut returning = vec![Expr::col(log_position::Column::Last)];
+        if notify {
+            returning.push(Expr::cust_with_values(
+                "pg_notify($1, last::text)",
+                [crate::events::relay::CHANNEL],
+            ));
+        }
+        counter.returning(Query::returning().exprs(returning));
+        script.push(&counter);
+        let backend = db.get_database_backend();
+        let last: i64 = std::mem::replace(&mut script, Script::new(backend))
+            .run(db)
+            .await?
+            .first()
+            .ok_or_else(missing_counter)?
+            .try_get("", "last")?;
+        Positions::Known(last)
+    };
     let columns: Vec<C> = C::iter().filter(|c| !matches!(c, C::Seq)).collect();
     let mut insert = Query::insert();
     insert
@@ -88,7 +101,7 @@ pub async fn append(
         .columns(columns.clone());
     for (row, before_last) in rows.iter().zip((0..count).rev()) {
         insert.values_panic(columns.iter().map(|column| match column {
-            C::Position => Expr::from(SubQueryStatement::from(last.clone())).sub(before_last),
+            C::Position => positions.before_last(before_last),
             column => Expr::val(row.get(*column)),
         }));
     }
@@ -112,14 +125,35 @@ pub async fn append(
                 row.event_id
             ))
         })?;
-        if position.is_none() {
-            return Err(DbErr::RecordNotFound(
-                "the log_position row (run the migrations)".into(),
-            ));
-        }
+        // On SQLite, a missing counter row reads as NULL.
+        position.ok_or_else(missing_counter)?;
         (row.seq, row.position) = (seq, position);
     }
     Ok(())
+}
+
+/// Where the events' positions come from: the counter's new value read inside the insert (SQLite), or
+/// returned by the increment before it (PostgreSQL).
+enum Positions {
+    ReadByInsert,
+    Known(i64),
+}
+
+impl Positions {
+    /// The position of the row `n` rows before the batch's last.
+    fn before_last(&self, n: i64) -> Expr {
+        match self {
+            Self::ReadByInsert => {
+                let last = Query::select()
+                    .column(log_position::Column::Last)
+                    .from(log_position::Entity)
+                    .and_where(log_position::Column::Id.eq(1))
+                    .to_owned();
+                Expr::from(SubQueryStatement::from(last)).sub(n)
+            }
+            Self::Known(last) => Expr::val(last - n),
+        }
+    }
 }
 
 /// Every stored event of an entity, and of its parent stream when given, in order-key order.
