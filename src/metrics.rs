@@ -76,7 +76,7 @@ impl Metrics {
         );
         let sql_statements = IntCounter::new(
             "sql_statements_total",
-            "SQL statements sent to the database",
+            "SQL statements sent to the database (on SQLite, a script of several counts once)",
         );
         let lag_events = IntCounter::new(
             "broadcast_lag_events_total",

@@ -1,8 +1,9 @@
 //! Makes the indexes over nullable owner columns partial: `media.live_stream_id` (set only on a stream's
 //! recordings), and `playback_id.media_id` and `playback_id.live_stream_id` (each row has one of the two).
 //! They now hold only the rows that have a value (`WHERE … IS NOT NULL`), so storing a media, or a
-//! playback id, writes one index entry less. Every query on these columns compares them with values
-//! (`=`, `IN`), which implies `IS NOT NULL`: PostgreSQL and SQLite both still use the indexes.
+//! playback id, writes one index entry less. Every query on these columns compares them with `=` or `IN`
+//! (with values, or in a join with the owner's id), which implies `IS NOT NULL`: PostgreSQL and SQLite
+//! both still use the indexes.
 
 use sea_orm_migration::prelude::*;
 

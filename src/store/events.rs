@@ -38,8 +38,8 @@ pub async fn stored_ids<'i>(
 /// Runs `script` (the transaction's entity writes), then appends `rows` to the log: increments the
 /// one-row counter by their number, then inserts them in one statement, each with its cursor position
 /// (the last row gets the counter's new value), and sets each row's `seq` and `position`. Their event
-/// ids must be new ([`stored_ids`]); if another transaction stored one of them meanwhile, this fails,
-/// and the caller rolls back.
+/// ids must be new ([`stored_ids`]); if another transaction stored one of them meanwhile, this fails.
+/// On any error the caller rolls back: some of the statements may have run.
 ///
 /// On SQLite the insert reads the counter's new value itself, so the entity writes, the increment and the
 /// insert go in one round trip (see `store::script`). On PostgreSQL the increment returns the new value

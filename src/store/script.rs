@@ -21,13 +21,17 @@ impl Script {
         }
     }
 
-    /// Adds a statement. On SQLite, only the last statement of a script may return rows: the rows of
-    /// every statement come back together. (On PostgreSQL, those of the others are dropped.)
+    /// Adds a statement. On SQLite, only the last statement of a script may return rows (the rows of
+    /// every statement come back together; on PostgreSQL, those of the others are dropped), and its
+    /// parameters must be plain `?` ones, as sea-query writes them: a numbered `?1` would take the
+    /// script's first value.
     pub fn push(&mut self, statement: &impl StatementBuilder) {
         self.statements.push(self.backend.build(statement));
     }
 
-    /// Runs the statements in order and returns the rows of the last one.
+    /// Runs the statements in order, stopping at the first that fails, and returns the rows of the last
+    /// one. After an error, the caller rolls its transaction back: the statements before the failing
+    /// one may have run.
     pub async fn run(mut self, db: &impl ConnectionTrait) -> Result<Vec<QueryResult>, DbErr> {
         let Some(last) = self.statements.pop() else {
             return Ok(Vec::new());

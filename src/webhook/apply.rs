@@ -39,7 +39,7 @@ pub enum Locking {
 }
 
 /// Applies `event` to `entity` and to the entities it drags along (a stream's simulcast targets), in the
-/// transaction's working set (written by [`Working::flush`]).
+/// transaction's working set (written by [`Working::write`], or [`Working::flush`] in `replay`).
 pub async fn apply<C: ConnectionTrait>(
     w: &mut Working<'_, C>,
     entity: &EntityRef,

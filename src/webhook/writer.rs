@@ -14,9 +14,9 @@
 //!    changes nothing comes out `stale`;
 //! 3. append the new events to the log with their final outcomes and positions: one counter increment by
 //!    their number (on PostgreSQL, the same statement notifies the batch's last position), then one
-//!    insert, in arrival order, each event's position read from the counter (`store::events::append`).
-//!    On SQLite the entity writes, the increment and the insert go in one round trip to the connection's
-//!    thread (`store::script`);
+//!    insert, in arrival order (`store::events::append`). On SQLite the insert reads the positions from
+//!    the counter itself, so the entity writes, the increment and the insert go in one round trip to the
+//!    connection's thread (`store::script`); on PostgreSQL the increment returns them;
 //! 4. commit; then publish every change in position order; then answer every delivery. (On PostgreSQL,
 //!    the commit is marked for the relay from just before it until its changes are in the relay's inbox,
 //!    so the relay waits for them rather than loading them again: `events::relay::Inbox`.)

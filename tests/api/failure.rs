@@ -55,9 +55,9 @@ async fn a_failed_transaction_answers_503_and_the_retry_applies_once() {
     assert_eq!(app.count("playback_id").await, 1);
 }
 
-/// The positions are read from the counter row inside the insert: without that row (a database whose
-/// migrations were tampered with), the delivery fails whole instead of storing an event without a
-/// position.
+/// The positions come from the counter row (on SQLite the insert reads it; on PostgreSQL the increment
+/// returns it): without that row (a database whose migrations were tampered with), the delivery fails
+/// whole instead of storing an event without a position.
 #[tokio::test]
 async fn without_the_position_counter_a_delivery_answers_503_and_stores_nothing() {
     let app = spawn_app().await;

@@ -128,6 +128,44 @@ async fn media_subscription_follows_the_media_then_completes() {
     assert_eq!(client.message().await["type"], "complete");
 }
 
+/// A later event that does not list the playback ids publishes them as loaded with the media (one join):
+/// in FastPix's order, not the ids' order.
+#[tokio::test]
+async fn a_change_publishes_the_playback_ids_in_their_order_as_loaded() {
+    let app = spawn_app().await;
+    let mut client = admin_client(&app).await;
+    let media_id = "7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d";
+    client
+        .subscribe(
+            "m",
+            "subscription($id: ID) { media(id: $id) { status playbackIds { id } } }",
+            json!({ "id": media_id }),
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut created: Value = serde_json::from_slice(&fixture("video.media.created")).unwrap();
+    created["data"]["playbackIds"] = json!([
+        { "id": "pb-z", "accessPolicy": "public" },
+        { "id": "pb-m", "accessPolicy": "signed" },
+        { "id": "pb-a", "accessPolicy": "public" },
+    ]);
+    let mut ready: Value = serde_json::from_slice(&fixture("video.media.ready")).unwrap();
+    ready["data"].as_object_mut().unwrap().remove("playbackIds");
+    for body in [created, ready] {
+        let body = serde_json::to_vec(&body).unwrap();
+        assert_eq!(app.deliver(&body).await, (200, "applied".to_owned()));
+    }
+    for status in ["CREATED", "READY"] {
+        let data = client.next_data("m").await;
+        assert_eq!(data["media"]["status"], status);
+        assert_eq!(
+            data["media"]["playbackIds"],
+            json!([{ "id": "pb-z" }, { "id": "pb-m" }, { "id": "pb-a" }]),
+            "{status}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn update_feeds_send_every_change_that_passes_their_filter() {
     let app = spawn_app().await;
