@@ -108,4 +108,41 @@ mod tests {
             .collect();
         assert_eq!(rows, [("a".to_owned(), 1), ("b".to_owned(), 12)]);
     }
+
+    #[tokio::test]
+    async fn on_sqlite_a_script_stops_at_its_first_failing_statement() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .await
+            .unwrap();
+        let (t, k) = (Alias::new("t"), Alias::new("k"));
+        let insert = |key: &str| {
+            Query::insert()
+                .into_table(t.clone())
+                .columns([k.clone()])
+                .values_panic([key.into()])
+                .to_owned()
+        };
+        let mut script = Script::new(DbBackend::Sqlite);
+        script.push(&insert("a"));
+        script.push(&insert("a"));
+        script.push(&insert("b"));
+        assert!(script.run(&txn).await.is_err(), "the second insert fails");
+        let keys: Vec<String> = txn
+            .query_all_raw(sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT k FROM t ORDER BY k",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get("", "k").unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["a"],
+            "the statement after the failing one did not run"
+        );
+    }
 }
