@@ -55,7 +55,7 @@ pub enum FrameKind {
 }
 
 impl Frame {
-    pub fn from_response(seq: u64, response: &Response) -> Self {
+    pub fn from_response(seq: u64, response: Response) -> Self {
         Self {
             seq,
             kind: FrameKind::from_response(response),
@@ -71,15 +71,16 @@ impl Frame {
 }
 
 impl FrameKind {
-    fn from_response(response: &Response) -> Self {
+    fn from_response(response: Response) -> Self {
+        let response = super::with_error_codes(response);
         if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
             Self::Failed {
-                response: to_json(response),
+                response: to_json(&response),
                 errors: to_json(&response.errors),
             }
         } else {
             Self::Next {
-                response: to_json(response),
+                response: to_json(&response),
                 ok: response.errors.is_empty(),
             }
         }
@@ -195,7 +196,7 @@ impl Fanout {
             let mut responses = std::pin::pin!(responses);
             while let Some(response) = responses.next().await {
                 // Serialised here, outside the channel's lock.
-                publishing.0.publish(FrameKind::from_response(&response));
+                publishing.0.publish(FrameKind::from_response(response));
             }
             // `publishing` completes the execution as it drops: here, or if a resolver panicked.
         });

@@ -10,7 +10,7 @@ use axum::routing::get;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::graphql::{Role, prepare};
+use crate::graphql::{Role, prepare, with_error_codes};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/graphql", get(get_graphql).post(post_graphql))
@@ -35,10 +35,12 @@ async fn post_graphql(
 /// Runs one HTTP GraphQL request and counts it.
 async fn execute(state: &AppState, request: async_graphql::Request, role: Role) -> GraphQLResponse {
     let operation = super::ws::operation_kind(&request.query);
-    let response = state
-        .schema
-        .execute(prepare(request, &state.db, role))
-        .await;
+    let response = with_error_codes(
+        state
+            .schema
+            .execute(prepare(request, &state.db, role))
+            .await,
+    );
     state.metrics.graphql(operation, response.is_ok());
     response.into()
 }

@@ -286,7 +286,7 @@ fn alone(state: &AppState, session: &Session, request: async_graphql::Request) -
     let responses = state
         .schema
         .execute_stream_with_session_data(request, session.data.clone())
-        .map(|response| Arc::new(Frame::from_response(0, &response)));
+        .map(|response| Arc::new(Frame::from_response(0, response)));
     let complete = futures_util::stream::once(async { Arc::new(Frame::complete(0)) });
     Box::pin(responses.chain(complete))
 }

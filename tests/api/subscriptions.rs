@@ -269,6 +269,29 @@ async fn entity_subscriptions_need_exactly_one_of_id_and_playback_id() {
     );
 }
 
+/// What the engine rejects before any resolver runs gets its code on a websocket too.
+#[tokio::test]
+async fn an_invalid_subscription_gets_bad_user_input() {
+    let app = spawn_app().await;
+    let mut client = admin_client(&app).await;
+    for (id, document) in [
+        (
+            "unknown-field",
+            r#"subscription { liveStream(id: "a") { nope } }"#,
+        ),
+        ("syntax", "subscription { liveStream(id: "),
+    ] {
+        client.subscribe(id, document, json!({})).await;
+        let message = client.message().await;
+        assert_eq!(message["type"], "error", "{message}");
+        assert_eq!(message["id"], id);
+        assert_eq!(
+            message["payload"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{message}"
+        );
+    }
+}
+
 async fn read_events(client: &mut WsClient, id: &str, count: usize) -> Vec<(String, String)> {
     let mut events = Vec::new();
     for _ in 0..count {
