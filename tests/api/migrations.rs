@@ -1,4 +1,4 @@
-//! The schema migrations: the last one can be undone and applied again.
+//! The schema migrations: each can be undone and applied again.
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -66,4 +66,66 @@ async fn the_partial_owner_indexes_can_be_undone_and_made_again() {
         )
         .await;
     assert!(data["mediaByPlaybackId"]["id"].is_string(), "{data}");
+}
+
+/// The tables the migrations made (their own bookkeeping table aside).
+async fn tables(db: &DatabaseConnection) -> Vec<String> {
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            "SELECT table_name::text AS name FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name <> 'seaql_migrations' ORDER BY 1"
+        }
+        _ => {
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations' ORDER BY 1"
+        }
+    };
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get("", "name").unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_migration_can_be_undone_and_applied_again() {
+    let test_db = TestDb::new().await;
+    let db = fastpix_sync::db::connect_and_migrate(&test_db.url)
+        .await
+        .unwrap();
+    let made = tables(&db).await;
+    assert_eq!(
+        made,
+        [
+            "live_stream",
+            "log_position",
+            "media",
+            "playback_id",
+            "simulcast_target",
+            "webhook_event"
+        ]
+    );
+
+    Migrator::reset(&db).await.unwrap();
+    assert_eq!(
+        tables(&db).await,
+        Vec::<String>::new(),
+        "down undoes them all"
+    );
+    Migrator::up(&db, None).await.unwrap();
+    assert_eq!(tables(&db).await, made);
+    assert_eq!(partial(&db).await, [true; 3]);
+    drop(db);
+
+    // The server stores into the schema made again, from the first position.
+    let app = spawn_app_on(test_db).await;
+    assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
+    let positions: Vec<Option<i64>> = app
+        .events_by_position()
+        .await
+        .into_iter()
+        .map(|row| row.position)
+        .collect();
+    assert_eq!(positions, [Some(1)]);
 }
