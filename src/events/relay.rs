@@ -234,7 +234,10 @@ impl Relay {
                     self.bus.publish(change);
                 }
             } else if position == *published + 1 {
-                self.publish(position).await.map_err(|e| e.to_string())?;
+                // Not in the inbox (just looked): another instance's.
+                self.publish_from_log(position)
+                    .await
+                    .map_err(|e| e.to_string())?;
             } else {
                 self.catch_up(published, position)
                     .await
@@ -246,21 +249,19 @@ impl Relay {
 
     /// Publishes one change: from the inbox when this instance made it, else loaded from the database.
     async fn publish(&self, position: i64) -> Result<(), DbErr> {
-        let change = match self
-            .inbox
-            .take_all(position - 1, position)
-            .and_then(|mut c| c.pop())
-        {
-            Some(change) => change,
-            None => {
-                tracing::debug!(position, "relay: loading a change from the log");
-                match load_change(&self.db, position).await? {
-                    Some(change) => change,
-                    None => return Ok(()),
-                }
-            }
-        };
-        self.bus.publish(change);
+        match self.inbox.take_all(position - 1, position) {
+            Some(changes) => changes.into_iter().for_each(|c| self.bus.publish(c)),
+            None => self.publish_from_log(position).await?,
+        }
+        Ok(())
+    }
+
+    /// Publishes one change loaded from the database (nothing if no event has that position).
+    async fn publish_from_log(&self, position: i64) -> Result<(), DbErr> {
+        tracing::debug!(position, "relay: loading a change from the log");
+        if let Some(change) = load_change(&self.db, position).await? {
+            self.bus.publish(change);
+        }
         Ok(())
     }
 

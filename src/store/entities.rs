@@ -64,16 +64,21 @@ pub async fn load_playback_lists(
         .order_by_asc(playback_id::Column::Position)
         .all(db)
         .await?;
-    for row in rows {
-        let Some(owner) = row.media_id.or(row.live_stream_id) else {
+    for mut row in rows {
+        let Some(owner) = row.media_id.take().or(row.live_stream_id.take()) else {
             continue;
         };
-        lists.entry(owner).or_default().push(Playback {
-            id: row.id,
-            access_policy: row.access_policy,
-        });
+        lists.entry(owner).or_default().push(playback(row));
     }
     Ok(lists)
+}
+
+/// A playback id as an owner's list holds it.
+fn playback(row: playback_id::Model) -> Playback {
+    Playback {
+        id: row.id,
+        access_policy: row.access_policy,
+    }
 }
 
 /// Adds to `script` one statement that inserts `models`, or updates every column of those whose primary
@@ -191,13 +196,7 @@ where
         .into_iter()
         .map(|(row, playbacks)| WithPlaybackIds {
             row,
-            playback_ids: playbacks
-                .into_iter()
-                .map(|p| Playback {
-                    id: p.id,
-                    access_policy: p.access_policy,
-                })
-                .collect(),
+            playback_ids: playbacks.into_iter().map(playback).collect(),
         })
         .collect())
 }

@@ -72,9 +72,18 @@ pub async fn append(
         .to_owned();
     let missing_counter =
         || DbErr::RecordNotFound("the log_position row (run the migrations)".into());
-    let positions = if db.get_database_backend() == DbBackend::Sqlite {
+    let backend = db.get_database_backend();
+    let (mut script, positions) = if backend == DbBackend::Sqlite {
         script.push(&counter);
-        Positions::ReadByInsert
+        let last = Query::select()
+            .column(log_position::Column::Last)
+            .from(log_position::Entity)
+            .and_where(log_position::Column::Id.eq(1))
+            .to_owned();
+        (
+            script,
+            Positions::ReadByInsert(Expr::from(SubQueryStatement::from(last))),
+        )
     } else {
         let mut returning = vec![Expr::col(log_position::Column::Last)];
         if notify {
@@ -85,14 +94,13 @@ pub async fn append(
         }
         counter.returning(Query::returning().exprs(returning));
         script.push(&counter);
-        let backend = db.get_database_backend();
-        let last: i64 = std::mem::replace(&mut script, Script::new(backend))
+        let last: i64 = script
             .run(db)
             .await?
             .first()
             .ok_or_else(missing_counter)?
             .try_get("", "last")?;
-        Positions::Known(last)
+        (Script::new(backend), Positions::Known(last))
     };
     let columns: Vec<C> = C::iter().filter(|c| !matches!(c, C::Seq)).collect();
     let mut insert = Query::insert();
@@ -135,7 +143,8 @@ pub async fn append(
 /// Where the events' positions come from: the counter's new value read inside the insert (SQLite), or
 /// returned by the increment before it (PostgreSQL).
 enum Positions {
-    ReadByInsert,
+    /// The subquery that reads the counter.
+    ReadByInsert(Expr),
     Known(i64),
 }
 
@@ -143,14 +152,7 @@ impl Positions {
     /// The position of the row `n` rows before the batch's last.
     fn before_last(&self, n: i64) -> Expr {
         match self {
-            Self::ReadByInsert => {
-                let last = Query::select()
-                    .column(log_position::Column::Last)
-                    .from(log_position::Entity)
-                    .and_where(log_position::Column::Id.eq(1))
-                    .to_owned();
-                Expr::from(SubQueryStatement::from(last)).sub(n)
-            }
+            Self::ReadByInsert(last) => last.clone().sub(n),
             Self::Known(last) => Expr::val(last - n),
         }
     }

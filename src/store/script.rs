@@ -33,17 +33,19 @@ impl Script {
     /// one. After an error, the caller rolls its transaction back: the statements before the failing
     /// one may have run.
     pub async fn run(mut self, db: &impl ConnectionTrait) -> Result<Vec<QueryResult>, DbErr> {
-        let Some(last) = self.statements.pop() else {
-            return Ok(Vec::new());
-        };
         if self.backend != DbBackend::Sqlite {
+            let Some(last) = self.statements.pop() else {
+                return Ok(Vec::new());
+            };
             for statement in self.statements {
                 db.execute_raw(statement).await?;
             }
             return db.query_all_raw(last).await;
         }
+        if self.statements.is_empty() {
+            return Ok(Vec::new());
+        }
         // sqlx numbers the plain `?` parameters of each statement on from those of the ones before it.
-        self.statements.push(last);
         let sql = self
             .statements
             .iter()
@@ -66,17 +68,26 @@ impl Script {
 #[cfg(test)]
 mod tests {
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
-    use sea_orm::{ConnectionTrait, Database, DbBackend, TransactionTrait};
+    use sea_orm::{
+        ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+        TransactionTrait,
+    };
 
     use super::Script;
 
-    #[tokio::test]
-    async fn on_sqlite_the_statements_run_in_order_each_with_its_own_parameters() {
+    /// An in-memory database (kept open by the returned connection) and a transaction in which `table`
+    /// is made.
+    async fn with_table(table: &str) -> (DatabaseConnection, DatabaseTransaction) {
         let db = Database::connect("sqlite::memory:").await.unwrap();
         let txn = db.begin().await.unwrap();
-        txn.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL)")
-            .await
-            .unwrap();
+        txn.execute_unprepared(table).await.unwrap();
+        (db, txn)
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_the_statements_run_in_order_each_with_its_own_parameters() {
+        let (_db, txn) =
+            with_table("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL)").await;
         let (t, k, n) = (Alias::new("t"), Alias::new("k"), Alias::new("n"));
         let mut script = Script::new(DbBackend::Sqlite);
         script.push(
@@ -111,11 +122,7 @@ mod tests {
 
     #[tokio::test]
     async fn on_sqlite_a_script_stops_at_its_first_failing_statement() {
-        let db = Database::connect("sqlite::memory:").await.unwrap();
-        let txn = db.begin().await.unwrap();
-        txn.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY)")
-            .await
-            .unwrap();
+        let (_db, txn) = with_table("CREATE TABLE t (k TEXT PRIMARY KEY)").await;
         let (t, k) = (Alias::new("t"), Alias::new("k"));
         let insert = |key: &str| {
             Query::insert()
