@@ -76,13 +76,7 @@ async fn without_the_position_counter_a_delivery_answers_503_and_stores_nothing(
         .await
         .unwrap();
     assert_eq!(app.deliver(&body).await, (200, "applied".to_owned()));
-    let positions: Vec<Option<i64>> = app
-        .events_by_position()
-        .await
-        .into_iter()
-        .map(|row| row.position)
-        .collect();
-    assert_eq!(positions, [Some(1)]);
+    assert_eq!(app.positions().await, [Some(1)]);
     assert_eq!(app.count("media").await, 1);
 }
 

@@ -311,6 +311,12 @@ impl TestApp {
             .expect("event rows")
     }
 
+    /// The stored events' positions, in order.
+    pub async fn positions(&self) -> Vec<Option<i64>> {
+        let events = self.events_by_position().await;
+        events.into_iter().map(|row| row.position).collect()
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         let row = self
             .db

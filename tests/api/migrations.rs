@@ -38,12 +38,18 @@ async fn partial(db: &DatabaseConnection) -> Vec<bool> {
     partial
 }
 
-#[tokio::test]
-async fn the_partial_owner_indexes_can_be_undone_and_made_again() {
+/// A fresh test database with every migration applied, and a connection to it.
+async fn migrated() -> (TestDb, DatabaseConnection) {
     let test_db = TestDb::new().await;
     let db = fastpix_sync::db::connect_and_migrate(&test_db.url)
         .await
         .unwrap();
+    (test_db, db)
+}
+
+#[tokio::test]
+async fn the_partial_owner_indexes_can_be_undone_and_made_again() {
+    let (test_db, db) = migrated().await;
     assert_eq!(partial(&db).await, [true; 3]);
 
     Migrator::down(&db, Some(1)).await.unwrap();
@@ -90,10 +96,7 @@ async fn tables(db: &DatabaseConnection) -> Vec<String> {
 
 #[tokio::test]
 async fn every_migration_can_be_undone_and_applied_again() {
-    let test_db = TestDb::new().await;
-    let db = fastpix_sync::db::connect_and_migrate(&test_db.url)
-        .await
-        .unwrap();
+    let (test_db, db) = migrated().await;
     let made = tables(&db).await;
     assert_eq!(
         made,
@@ -121,11 +124,5 @@ async fn every_migration_can_be_undone_and_applied_again() {
     // The server stores into the schema made again, from the first position.
     let app = spawn_app_on(test_db).await;
     assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
-    let positions: Vec<Option<i64>> = app
-        .events_by_position()
-        .await
-        .into_iter()
-        .map(|row| row.position)
-        .collect();
-    assert_eq!(positions, [Some(1)]);
+    assert_eq!(app.positions().await, [Some(1)]);
 }

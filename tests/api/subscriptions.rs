@@ -134,12 +134,11 @@ async fn media_subscription_follows_the_media_then_completes() {
 async fn a_change_publishes_the_playback_ids_in_their_order_as_loaded() {
     let app = spawn_app().await;
     let mut client = admin_client(&app).await;
-    let media_id = "7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d";
     client
         .subscribe(
             "m",
             "subscription($id: ID) { media(id: $id) { status playbackIds { id } } }",
-            json!({ "id": media_id }),
+            json!({ "id": MEDIA_ID }),
         )
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
