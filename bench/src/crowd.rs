@@ -77,6 +77,8 @@ pub struct Crowd {
 pub struct Received {
     /// Post → frame, for every frame of every change.
     pub latencies: Latencies,
+    /// Post → the first frame of each change (what comes before sending to the crowd).
+    pub first: Latencies,
     /// Frames expected (clients × changes sent) and frames not received.
     pub expected: usize,
     pub missing: usize,
@@ -290,17 +292,25 @@ impl Crowd {
             .map(|s| s.load(Ordering::SeqCst))
             .collect();
         let mut latencies = Latencies::new();
+        let mut first = vec![u64::MAX; changes_sent];
         for (k, at) in arrivals.into_iter().flatten() {
             let k = k as usize;
             if k < changes_sent {
-                latencies.push_micros(at.saturating_sub(sent[k]) / 1000);
+                let micros = at.saturating_sub(sent[k]) / 1000;
+                latencies.push_micros(micros);
+                first[k] = first[k].min(micros);
             }
+        }
+        let mut firsts = Latencies::new();
+        for micros in first.into_iter().filter(|&us| us != u64::MAX) {
+            firsts.push_micros(micros);
         }
         let expected = size * changes_sent;
         Received {
             missing: expected.saturating_sub(latencies.len()),
             expected,
             latencies,
+            first: firsts,
             unexpected: shared.unexpected.load(Ordering::SeqCst),
         }
     }

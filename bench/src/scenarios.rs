@@ -456,6 +456,11 @@ impl FanoutOutcome {
                 per_frame(b)
             ));
         }
+        note.push_str(&format!(
+            "; POST → first frame of a change, p50: ours {:.2} ms, baseline {:.2} ms",
+            self.ours.first.p50_ms(),
+            self.baseline.first.p50_ms()
+        ));
         if self.ours.unexpected + self.baseline.unexpected > 0 {
             note.push_str(&format!(
                 "; unexpected frames: ours {}, baseline {}",
