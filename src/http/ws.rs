@@ -5,15 +5,16 @@
 //! 4403, second init 4429, unreadable message 4400; the server pings, and drops peers that stop answering
 //! (1008).
 
-use std::time::Duration;
-
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use async_graphql::Data;
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout};
 use tokio_stream::StreamMap;
@@ -47,7 +48,7 @@ impl Default for WsConfig {
 struct Close(u16, &'static str);
 
 struct Connection {
-    sink: SplitSink<WebSocket, Message>,
+    socket: WebSocket,
     protocol: WebSocketProtocols,
     config: WsConfig,
 }
@@ -62,8 +63,8 @@ impl Connection {
     }
 
     async fn send_frame(&mut self, frame: Message) -> Result<(), Close> {
-        match timeout(self.config.send_timeout, self.sink.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
+        match within(self.config.send_timeout, self.socket.send(frame)).await {
+            Some(Ok(())) => Ok(()),
             _ => Err(Close(1011, "the peer stopped reading")),
         }
     }
@@ -73,9 +74,9 @@ impl Connection {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = timeout(
+        let _ = within(
             self.config.send_timeout,
-            self.sink.send(Message::Close(Some(frame))),
+            self.socket.send(Message::Close(Some(frame))),
         )
         .await;
     }
@@ -83,6 +84,16 @@ impl Connection {
     fn legacy(&self) -> bool {
         self.protocol == WebSocketProtocols::SubscriptionsTransportWS
     }
+}
+
+/// `future`'s output, or `None` when it takes longer than `limit`. A future that is ready at once (a
+/// frame the socket takes straight away, the usual case) sets no timer.
+async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+        return Some(output);
+    }
+    timeout(limit, future).await.ok()
 }
 
 /// Parses a client frame. `Ok(None)` for frames that carry no message (pings, pongs).
@@ -102,14 +113,13 @@ fn parse(frame: Message) -> Result<Option<ClientMessage>, Close> {
 pub async fn serve(socket: WebSocket, protocol: WebSocketProtocols, state: AppState) {
     let _open = state.metrics.websocket_opened();
     let config = state.ws;
-    let (sink, mut stream) = socket.split();
     let mut connection = Connection {
-        sink,
+        socket,
         protocol,
         config,
     };
-    let outcome = match handshake(&mut connection, &mut stream, &state).await {
-        Ok(role) => run(&mut connection, &mut stream, &state, role).await,
+    let outcome = match handshake(&mut connection, &state).await {
+        Ok(role) => run(&mut connection, &state, role).await,
         Err(close) => Err(close),
     };
     if let Err(close) = outcome {
@@ -118,16 +128,12 @@ pub async fn serve(socket: WebSocket, protocol: WebSocketProtocols, state: AppSt
 }
 
 /// Waits for `connection_init` and answers it. Pings before it are answered.
-async fn handshake(
-    connection: &mut Connection,
-    stream: &mut SplitStream<WebSocket>,
-    state: &AppState,
-) -> Result<Role, Close> {
+async fn handshake(connection: &mut Connection, state: &AppState) -> Result<Role, Close> {
     let deadline = Instant::now() + connection.config.init_timeout;
     let mut shutdown = state.shutdown.clone();
     loop {
         let frame = tokio::select! {
-            frame = tokio::time::timeout_at(deadline, stream.next()) => frame,
+            frame = tokio::time::timeout_at(deadline, connection.socket.recv()) => frame,
             _ = shutdown.wait_for(|stopping| *stopping) => return Err(Close(1001, "server shutting down")),
         };
         let frame = match frame {
@@ -171,12 +177,7 @@ fn pong(payload: Option<Value>) -> Value {
 }
 
 /// The acknowledged connection: runs operations, forwards their results, pings.
-async fn run(
-    connection: &mut Connection,
-    stream: &mut SplitStream<WebSocket>,
-    state: &AppState,
-    role: Role,
-) -> Result<(), Close> {
+async fn run(connection: &mut Connection, state: &AppState, role: Role) -> Result<(), Close> {
     let mut data = Data::default();
     data.insert(role);
     data.insert(loaders::uncached(state.db.clone()));
@@ -190,13 +191,17 @@ async fn run(
         connection.config.ping_interval,
     );
     let mut last_heard = Instant::now();
+    // One wait for the whole connection, not a new one each time a frame goes out.
     let mut shutdown = state.shutdown.clone();
-    if *shutdown.borrow_and_update() {
-        return Err(Close(1001, "server shutting down"));
-    }
+    let mut stopping = pin!(async move {
+        // An error means the sender is gone: the server is shutting down all the same.
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    });
     loop {
         tokio::select! {
-            frame = stream.next() => {
+            biased;
+            _ = &mut stopping => return Err(Close(1001, "server shutting down")),
+            frame = connection.socket.recv() => {
                 let Some(Ok(frame)) = frame else { return Ok(()) };
                 last_heard = Instant::now();
                 let Some(message) = parse(frame)? else { continue };
@@ -215,11 +220,6 @@ async fn run(
                     connection.send_frame(Message::Ping(Default::default())).await?;
                 } else {
                     connection.send(json!({ "type": "ping" })).await?;
-                }
-            }
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    return Err(Close(1001, "server shutting down"));
                 }
             }
         }

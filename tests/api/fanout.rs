@@ -113,6 +113,56 @@ async fn a_client_that_stops_reading_neither_delays_others_nor_misses_the_curren
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    let send_timeout = Duration::from_millis(500);
+    let ws = WsConfig {
+        send_timeout,
+        ..WsConfig::default()
+    };
+    let app = spawn_configured(TestDb::new().await, |s| s.bus_capacity = 8, ws).await;
+    app.deliver_fixture("video.live_stream.created").await;
+    let mut stuck = watch_stream(&app).await;
+    let mut normal = watch_stream(&app).await;
+    stuck.next_data("s").await;
+    normal.next_data("s").await;
+    let open = || app.metric("fastpix_sync_websocket_connections", &[]);
+    assert_eq!(open().await, 2.0);
+
+    // `stuck` reads nothing: once its socket buffers are full, a frame waits for room, and after
+    // `send_timeout` the server gives up on the connection. `normal` keeps reading.
+    let started = Instant::now();
+    let mut n = 0;
+    while open().await > 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the stuck connection is still open after {n} changes"
+        );
+        assert_eq!(
+            app.deliver(&big_update(n)).await,
+            (200, "applied".to_owned())
+        );
+        assert_eq!(n_of(&normal.next_data("s").await), Some(n));
+        n += 1;
+    }
+    assert!(started.elapsed() >= send_timeout);
+
+    // The other subscriber is still served.
+    app.deliver(&big_update(n)).await;
+    assert_eq!(n_of(&normal.next_data("s").await), Some(n));
+    // What reached the stuck client's buffers before the server gave up can still be read; then the
+    // connection ends.
+    let mut read = 0;
+    loop {
+        match stuck.recv().await {
+            Frame::Closed(_) => break,
+            Frame::Message(_) => read += 1,
+        }
+    }
+    println!("the stuck client was dropped after {n} changes; {read} frames were in its buffers");
+    assert!(read < n, "it got every change, so it was never stuck");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_subscribers_of_one_stream_each_receive_the_change() {
     let _ = rlimit::increase_nofile_limit(8192);
     let app = spawn_app().await;
