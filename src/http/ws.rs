@@ -3,7 +3,7 @@
 //! owns the connection's rules, with the close codes `graphql-transport-ws` specifies:
 //! init not received in time 4408, subscribe before ack 4401, duplicate operation id 4409, rejected init
 //! 4403, second init 4429, unreadable message 4400; the server pings, and drops peers that stop answering
-//! (1008).
+//! (1008) or stop reading (1011, after `send_timeout`); on shutdown every connection closes with 1001.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -191,7 +191,7 @@ async fn run(connection: &mut Connection, state: &AppState, role: Role) -> Resul
         connection.config.ping_interval,
     );
     let mut last_heard = Instant::now();
-    // One wait for the whole connection, not a new one each time a frame goes out.
+    // One wait for the whole connection, not a new one each time round the loop.
     let mut shutdown = state.shutdown.clone();
     let mut stopping = pin!(async move {
         // An error means the sender is gone: the server is shutting down all the same.
@@ -201,15 +201,8 @@ async fn run(connection: &mut Connection, state: &AppState, role: Role) -> Resul
         tokio::select! {
             biased;
             _ = &mut stopping => return Err(Close(1001, "server shutting down")),
-            frame = connection.socket.recv() => {
-                let Some(Ok(frame)) = frame else { return Ok(()) };
-                last_heard = Instant::now();
-                let Some(message) = parse(frame)? else { continue };
-                handle(connection, &mut operations, state, &session, message).await?;
-            }
-            Some((id, frame)) = operations.next(), if !operations.is_empty() => {
-                forward(connection, &mut operations, id, &frame).await?;
-            }
+            // Before the others, which are polled in this order: a busy subscription must not keep
+            // the pings (and the check for a silent peer) from running. It is ready once an interval.
             _ = ping.tick() => {
                 if last_heard.elapsed() > connection.config.ping_interval * 2 {
                     return Err(Close(1008, "no answer to pings"));
@@ -221,6 +214,15 @@ async fn run(connection: &mut Connection, state: &AppState, role: Role) -> Resul
                 } else {
                     connection.send(json!({ "type": "ping" })).await?;
                 }
+            }
+            frame = connection.socket.recv() => {
+                let Some(Ok(frame)) = frame else { return Ok(()) };
+                last_heard = Instant::now();
+                let Some(message) = parse(frame)? else { continue };
+                handle(connection, &mut operations, state, &session, message).await?;
+            }
+            Some((id, frame)) = operations.next(), if !operations.is_empty() => {
+                forward(connection, &mut operations, id, &frame).await?;
             }
         }
     }

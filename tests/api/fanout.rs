@@ -144,7 +144,6 @@ async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
         assert_eq!(n_of(&normal.next_data("s").await), Some(n));
         n += 1;
     }
-    assert!(started.elapsed() >= send_timeout);
 
     // The other subscriber is still served.
     app.deliver(&big_update(n)).await;
