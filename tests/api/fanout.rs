@@ -46,25 +46,30 @@ fn n_of(data: &Value) -> Option<usize> {
     data["liveStream"]["metadata"]["n"].as_str()?.parse().ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_neither_delays_others_nor_misses_the_current_state() {
-    // The server drops a peer that reads nothing for `send_timeout`: keep it well above this test's length.
+/// A server with an 8-change bus and `send_timeout`, a stream, and two of its subscribers past their
+/// first message (the stream as created): one to stop reading, one to keep reading.
+async fn stuck_and_normal(send_timeout: Duration) -> (TestApp, WsClient, WsClient) {
     let ws = WsConfig {
-        send_timeout: Duration::from_secs(120),
+        send_timeout,
         ..WsConfig::default()
     };
     let app = spawn_configured(TestDb::new().await, |s| s.bus_capacity = 8, ws).await;
     app.deliver_fixture("video.live_stream.created").await;
     let mut stuck = watch_stream(&app).await;
     let mut normal = watch_stream(&app).await;
-    assert_eq!(
-        stuck.next_data("s").await["liveStream"]["lastEventType"],
-        "video.live_stream.created"
-    );
-    assert_eq!(
-        normal.next_data("s").await["liveStream"]["lastEventType"],
-        "video.live_stream.created"
-    );
+    for client in [&mut stuck, &mut normal] {
+        assert_eq!(
+            client.next_data("s").await["liveStream"]["lastEventType"],
+            "video.live_stream.created"
+        );
+    }
+    (app, stuck, normal)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_neither_delays_others_nor_misses_the_current_state() {
+    // The server drops a peer that reads nothing for `send_timeout`: keep it well above this test's length.
+    let (app, mut stuck, mut normal) = stuck_and_normal(Duration::from_secs(120)).await;
 
     // `stuck` reads nothing now: ~48 KiB frames fill its socket buffers, its server task blocks on the
     // write and falls far behind the 8-change channel. `normal` reads each change as it comes.
@@ -114,17 +119,7 @@ async fn a_client_that_stops_reading_neither_delays_others_nor_misses_the_curren
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
-    let send_timeout = Duration::from_millis(500);
-    let ws = WsConfig {
-        send_timeout,
-        ..WsConfig::default()
-    };
-    let app = spawn_configured(TestDb::new().await, |s| s.bus_capacity = 8, ws).await;
-    app.deliver_fixture("video.live_stream.created").await;
-    let mut stuck = watch_stream(&app).await;
-    let mut normal = watch_stream(&app).await;
-    stuck.next_data("s").await;
-    normal.next_data("s").await;
+    let (app, mut stuck, mut normal) = stuck_and_normal(Duration::from_millis(500)).await;
     let open = || app.metric("fastpix_sync_websocket_connections", &[]);
     assert_eq!(open().await, 2.0);
 
