@@ -292,25 +292,26 @@ impl Crowd {
             .map(|s| s.load(Ordering::SeqCst))
             .collect();
         let mut latencies = Latencies::new();
-        let mut first = vec![u64::MAX; changes_sent];
+        let mut first_of_change: Vec<Option<u64>> = vec![None; changes_sent];
         for (k, at) in arrivals.into_iter().flatten() {
             let k = k as usize;
             if k < changes_sent {
                 let micros = at.saturating_sub(sent[k]) / 1000;
                 latencies.push_micros(micros);
-                first[k] = first[k].min(micros);
+                let first = first_of_change[k].get_or_insert(micros);
+                *first = (*first).min(micros);
             }
         }
-        let mut firsts = Latencies::new();
-        for micros in first.into_iter().filter(|&us| us != u64::MAX) {
-            firsts.push_micros(micros);
+        let mut first = Latencies::new();
+        for micros in first_of_change.into_iter().flatten() {
+            first.push_micros(micros);
         }
         let expected = size * changes_sent;
         Received {
             missing: expected.saturating_sub(latencies.len()),
             expected,
             latencies,
-            first: firsts,
+            first,
             unexpected: shared.unexpected.load(Ordering::SeqCst),
         }
     }

@@ -7,6 +7,7 @@ use bench::db::Backend;
 use bench::load::LoadResult;
 use bench::scenarios::{self, Sizes};
 use bench::server::Launch;
+use bench::stats::Latencies;
 
 fn sane_latency(ms: f64) -> bool {
     ms.is_finite() && ms > 0.0 && ms < 10_000.0
@@ -73,6 +74,22 @@ async fn fanout_reaches_every_subscriber() {
         );
         assert_eq!(received.unexpected, 0, "{name}: only the expected frames");
         assert!(sane_latency(received.latencies.p99_ms()), "{name} p99");
+        assert_eq!(
+            received.first.len(),
+            changes,
+            "{name}: a first frame per change"
+        );
+        // The earliest frame of all is some change's first; no first frame is later than the last frame.
+        let earliest = |l: &mut Latencies| l.percentile_ms(f64::MIN_POSITIVE);
+        assert_eq!(
+            earliest(&mut received.first),
+            earliest(&mut received.latencies),
+            "{name}"
+        );
+        assert!(
+            received.first.max_ms() <= received.latencies.max_ms(),
+            "{name}"
+        );
     }
     assert!(outcome.rows().iter().all(|r| r.ratio().is_some()));
 }
