@@ -141,7 +141,16 @@ impl Application {
                 (Publisher::Relayed(inbox), Some(relay))
             }
         };
-        let intake = Intake::new(db.clone(), secrets, publisher, metrics.clone());
+        let mut writer_db =
+            crate::db::writer_connection(&db)
+                .await
+                .map_err(|source| StartError::Database {
+                    url: redact_url(&settings.database_url),
+                    source,
+                })?;
+        let counter = metrics.clone();
+        writer_db.set_metric_callback(move |_| counter.sql_statement());
+        let intake = Intake::new(writer_db, secrets, publisher, metrics.clone());
         let schema = crate::graphql::schema(Some(crate::graphql::Shared {
             db: db.clone(),
             bus: bus.clone(),

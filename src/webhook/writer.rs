@@ -52,7 +52,9 @@
 //! stored.
 //!
 //! On SQLite the writer is also the single writer SQLite allows: intake transactions run one after the
-//! other here instead of failing with `SQLITE_BUSY`.
+//! other here instead of failing with `SQLITE_BUSY`. It stores through a connection of its own
+//! (`db::writer_connection`), so each transaction finds the pages and prepared statements of the one
+//! before it.
 //!
 //! On PostgreSQL, where one writer would spend much of its time waiting for round trips and its commit,
 //! an instance runs [`POSTGRES_WRITERS`] of them (one builds its batch while the other commits; more
