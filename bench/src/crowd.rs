@@ -165,6 +165,9 @@ async fn client(
     let changes = shared.statuses.len();
     let mut arrivals = Vec::with_capacity(changes);
     let mut count = 0usize;
+    // One wait for the stop signal for the whole loop: a new `changed()` future on each frame would
+    // register with, and leave, the watch channel that all the crowd's clients share, under its lock.
+    let mut stopped = std::pin::pin!(stop.changed());
     loop {
         tokio::select! {
             frame = socket.next() => match frame {
@@ -191,7 +194,7 @@ async fn client(
                 }
                 Some(Ok(_)) => {}
             },
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
