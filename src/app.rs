@@ -97,15 +97,22 @@ impl Application {
                 "FASTPIX_WEBHOOK_SECRET is not set: accepting unsigned webhooks (fine for local development only)"
             );
         }
+        let database_error = |source| StartError::Database {
+            url: redact_url(&settings.database_url),
+            source,
+        };
         let mut db = crate::db::connect_and_migrate(&settings.database_url)
             .await
-            .map_err(|source| StartError::Database {
-                url: redact_url(&settings.database_url),
-                source,
-            })?;
+            .map_err(database_error)?;
+        // The intake writer's own connection on SQLite; on PostgreSQL, a clone of `db`.
+        let mut writer_db = crate::db::writer_connection(&db)
+            .await
+            .map_err(database_error)?;
         let metrics = Metrics::new();
-        let counter = metrics.clone();
-        db.set_metric_callback(move |_| counter.sql_statement());
+        for connection in [&mut db, &mut writer_db] {
+            let counter = metrics.clone();
+            connection.set_metric_callback(move |_| counter.sql_statement());
+        }
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -141,15 +148,6 @@ impl Application {
                 (Publisher::Relayed(inbox), Some(relay))
             }
         };
-        let mut writer_db =
-            crate::db::writer_connection(&db)
-                .await
-                .map_err(|source| StartError::Database {
-                    url: redact_url(&settings.database_url),
-                    source,
-                })?;
-        let counter = metrics.clone();
-        writer_db.set_metric_callback(move |_| counter.sql_statement());
         let intake = Intake::new(writer_db, secrets, publisher, metrics.clone());
         let schema = crate::graphql::schema(Some(crate::graphql::Shared {
             db: db.clone(),
