@@ -40,12 +40,21 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         options.max_connections(8).test_before_acquire(false);
     } else {
         options.max_connections(16);
-        if !url.contains("statement-cache-capacity=") {
+        if !sets_statement_cache(url) {
             options
                 .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(POSTGRES_STATEMENT_CACHE));
         }
     }
     Database::connect(options).await
+}
+
+/// Whether a PostgreSQL `url` sets sqlx's `statement-cache-capacity` parameter in its query string (not
+/// merely contains the words, in a password say).
+fn sets_statement_cache(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|url| {
+        url.query_pairs()
+            .any(|(key, _)| key == "statement-cache-capacity")
+    })
 }
 
 /// The connection the intake writer stores deliveries through. On SQLite, a connection of its own to the
@@ -100,7 +109,7 @@ pub async fn check_ready(db: &DatabaseConnection) -> Result<(), String> {
 mod tests {
     use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
-    use super::{connect, connect_and_migrate, writer_connection};
+    use super::{connect, connect_and_migrate, sets_statement_cache, writer_connection};
 
     async fn count(db: &impl ConnectionTrait, sql: &str) -> i64 {
         db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
@@ -189,6 +198,22 @@ mod tests {
         // sqlx's default would keep 100 (it closes the oldest beyond that).
         let kept = statements_kept(&url, 300).await;
         assert!(kept >= 300, "{kept} statements kept");
+    }
+
+    #[test]
+    fn only_the_query_parameter_sets_the_statement_cache() {
+        for (url, sets) in [
+            ("postgres://u@h/db?statement-cache-capacity=10", true),
+            (
+                "postgres://u@h/db?sslmode=disable&statement-cache-capacity=0",
+                true,
+            ),
+            ("postgres://u@h/db", false),
+            ("postgres://u:statement-cache-capacity=1@h/db", false),
+            ("postgres://u@h/statement-cache-capacity=1", false),
+        ] {
+            assert_eq!(sets_statement_cache(url), sets, "{url}");
+        }
     }
 
     #[tokio::test]
