@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
@@ -21,15 +22,24 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// private memory instead of 15 MiB.
 pub const POSTGRES_STATEMENT_CACHE: usize = 1024;
 
-/// PostgreSQL connections plan every execution of a prepared statement for its parameters
-/// (`plan_cache_mode=force_custom_plan`), unless the URL's `options` set `plan_cache_mode`. With the
-/// server's default (`auto`), a statement executed a few times gets a generic plan, kept until something
-/// invalidates it (an `ANALYZE`, a schema change); a statement prepared while its tables were small keeps
-/// a plan that reads them whole. Measured in an ingest benchmark on a PostgreSQL without autovacuum:
-/// intake's load of a batch's media scanned both tables and took 26–55 ms instead of 0.1 ms, later in the
-/// run the longer, and acks waited about 40 ms at the 99th percentile instead of about 10. Planning each
-/// time costs PostgreSQL some CPU per statement (their parse is still saved by the statement cache).
+/// Each new PostgreSQL connection plans every execution of a prepared statement for its parameters
+/// (`plan_cache_mode=force_custom_plan`), unless `plan_cache_mode` was chosen for it elsewhere: in the
+/// server's configuration, by `ALTER DATABASE`/`ALTER ROLE … SET`, in `PGOPTIONS` or in the URL's
+/// `options` (PostgreSQL reports where a setting came from; only the built-in default is replaced, by a
+/// `SET` after connecting, so a connection pooler that refuses startup options still connects). With the
+/// default (`auto`), a statement executed a few times gets a generic plan, kept until something
+/// invalidates it (an `ANALYZE`, which autovacuum runs when it is on; a schema change); a statement
+/// prepared while its tables were small keeps a plan that reads them whole. Measured in an ingest
+/// benchmark on a PostgreSQL without autovacuum: intake's load of a batch's media scanned both tables and
+/// took 26–55 ms instead of 0.1 ms, later in the run the longer, and acks waited about 40 ms at the 99th
+/// percentile instead of about 10. Planning each time costs PostgreSQL some CPU per statement (their parse
+/// is still saved by the statement cache).
 pub const POSTGRES_PLAN_CACHE_MODE: &str = "force_custom_plan";
+
+/// Sets `plan_cache_mode` to `$1` for the session, when it has its built-in default (no row before
+/// PostgreSQL 12, which has no such setting).
+const PLAN_CACHE_MODE_UNLESS_CHOSEN: &str = "SELECT set_config('plan_cache_mode', $1, false) \
+     FROM pg_settings WHERE name = 'plan_cache_mode' AND source = 'default'";
 
 /// Connects to `url`. SQLite runs in WAL mode with `synchronous=FULL`, so an acknowledged event survives a
 /// power loss. Statement logging is off: statements carry payloads and secrets.
@@ -49,46 +59,34 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         // test it each time the pool hands it out.
         options.max_connections(8).test_before_acquire(false);
     } else {
-        options.max_connections(16);
-        let keep_statements = !sets_statement_cache(url);
-        let custom_plans = !sets_plan_cache_mode(url);
-        options.map_sqlx_postgres_opts(move |mut o| {
-            if keep_statements {
-                o = o.statement_cache_capacity(POSTGRES_STATEMENT_CACHE);
-            }
-            if custom_plans {
-                o = o.options([("plan_cache_mode", POSTGRES_PLAN_CACHE_MODE)]);
-            }
-            o
-        });
+        options
+            .max_connections(16)
+            .map_sqlx_postgres_pool_opts(|pool| {
+                pool.after_connect(|connection, _| {
+                    Box::pin(async move {
+                        sqlx::query(PLAN_CACHE_MODE_UNLESS_CHOSEN)
+                            .bind(POSTGRES_PLAN_CACHE_MODE)
+                            .execute(connection)
+                            .await
+                            .map(drop)
+                    })
+                })
+            });
+        if !sets_statement_cache(url) {
+            options
+                .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(POSTGRES_STATEMENT_CACHE));
+        }
     }
     Database::connect(options).await
 }
 
-/// The values of a `url`'s query parameter `key` (not merely the words anywhere in the URL, in a password
-/// say).
-fn query_values(url: &str, key: &str) -> Vec<String> {
-    url::Url::parse(url).map_or_else(
-        |_| Vec::new(),
-        |url| {
-            url.query_pairs()
-                .filter(|(k, _)| k == key)
-                .map(|(_, value)| value.into_owned())
-                .collect()
-        },
-    )
-}
-
-/// Whether a PostgreSQL `url` sets sqlx's `statement-cache-capacity` parameter.
+/// Whether a PostgreSQL `url` sets sqlx's `statement-cache-capacity` parameter in its query string (not
+/// merely contains the words, in a password say).
 fn sets_statement_cache(url: &str) -> bool {
-    !query_values(url, "statement-cache-capacity").is_empty()
-}
-
-/// Whether a PostgreSQL `url` sets `plan_cache_mode` in its `options` parameter (`-c plan_cache_mode=…`).
-fn sets_plan_cache_mode(url: &str) -> bool {
-    query_values(url, "options")
-        .iter()
-        .any(|options| options.contains("plan_cache_mode"))
+    url::Url::parse(url).is_ok_and(|url| {
+        url.query_pairs()
+            .any(|(key, _)| key == "statement-cache-capacity")
+    })
 }
 
 /// The connection the intake writer stores deliveries through. On SQLite, a connection of its own to the
@@ -143,9 +141,7 @@ pub async fn check_ready(db: &DatabaseConnection) -> Result<(), String> {
 mod tests {
     use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
-    use super::{
-        connect, connect_and_migrate, sets_plan_cache_mode, sets_statement_cache, writer_connection,
-    };
+    use super::{connect, connect_and_migrate, sets_statement_cache, writer_connection};
 
     async fn count(db: &impl ConnectionTrait, sql: &str) -> i64 {
         db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
@@ -293,24 +289,51 @@ mod tests {
     async fn a_postgres_url_may_set_its_own_plan_cache_mode() {
         let Some(url) = postgres_url() else { return };
         let separator = if url.contains('?') { '&' } else { '?' };
-        let url = format!("{url}{separator}options=-c%20plan_cache_mode%3Dauto");
-        let (custom, generic) = plans_of_a_repeated_statement(&url, 12).await;
-        assert!(generic > 0, "{custom} custom plans, {generic} generic");
+        // Both of sqlx's ways to pass a setting in the URL.
+        for option in [
+            "options=-c%20plan_cache_mode%3Dauto",
+            "options[plan_cache_mode]=auto",
+        ] {
+            let url = format!("{url}{separator}{option}");
+            let (custom, generic) = plans_of_a_repeated_statement(&url, 12).await;
+            assert!(
+                generic > 0,
+                "{option}: {custom} custom plans, {generic} generic"
+            );
+        }
     }
 
-    #[test]
-    fn only_the_options_parameter_sets_the_plan_cache_mode() {
-        for (url, sets) in [
-            (
-                "postgres://u@h/db?options=-c%20plan_cache_mode%3Dauto",
-                true,
-            ),
-            ("postgres://u@h/db?options=-c%20geqo%3Doff", false),
-            ("postgres://u:plan_cache_mode@h/db", false),
-            ("postgres://u@h/db?application_name=plan_cache_mode", false),
+    #[tokio::test]
+    async fn a_plan_cache_mode_set_for_the_database_is_kept() {
+        let Some(url) = postgres_url() else { return };
+        let admin = connect(&url).await.unwrap();
+        let name = format!("fastpix_sync_plan_mode_{}", std::process::id());
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+            format!("ALTER DATABASE {name} SET plan_cache_mode = force_generic_plan"),
         ] {
-            assert_eq!(sets_plan_cache_mode(url), sets, "{url}");
+            admin.execute_unprepared(&sql).await.unwrap();
         }
+        let mut own = url::Url::parse(&url).unwrap();
+        own.set_path(&format!("/{name}"));
+        let db = connect(own.as_str()).await.unwrap();
+        let mode: String = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT current_setting('plan_cache_mode')",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index(0)
+            .unwrap();
+        db.close().await.unwrap();
+        admin
+            .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+        assert_eq!(mode, "force_generic_plan");
     }
 
     #[tokio::test]
