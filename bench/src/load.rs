@@ -40,6 +40,21 @@ pub struct LoadResult {
     pub latencies: Latencies,
 }
 
+impl LoadResult {
+    /// This window's figures and `other`'s together: counts, measured time and latencies add up, and the
+    /// rate is over both windows.
+    pub fn merge(mut self, other: LoadResult) -> LoadResult {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.total += other.total;
+        self.first_error = self.first_error.or(other.first_error);
+        self.elapsed += other.elapsed;
+        self.rate = self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9);
+        self.latencies.extend(other.latencies);
+        self
+    }
+}
+
 /// An HTTP client for load: keep-alive connections, no proxy, no Nagle.
 pub fn http_client(connections: usize) -> reqwest::Client {
     reqwest::Client::builder()

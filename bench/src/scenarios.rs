@@ -145,6 +145,42 @@ impl CpuMeter {
     }
 }
 
+/// A server's CPU over several measurement windows.
+#[derive(Default)]
+struct CpuTally {
+    used: Duration,
+    wall: Duration,
+    ops: u64,
+    unknown: bool,
+}
+
+impl CpuTally {
+    /// Runs `load` on `server`, adding the server CPU it cost and the requests answered.
+    async fn measure(
+        &mut self,
+        server: &Server,
+        load: impl Future<Output = LoadResult>,
+    ) -> LoadResult {
+        let (before, started) = (server.cpu_time(), Instant::now());
+        let result = load.await;
+        match before.zip(server.cpu_time()) {
+            Some((before, after)) => self.used += after.saturating_sub(before),
+            None => self.unknown = true,
+        }
+        self.wall += started.elapsed();
+        self.ops += result.total;
+        result
+    }
+
+    /// CPU per answered request over every window, and cores busy; unknown for an in-process server.
+    fn cpu(&self) -> Option<Cpu> {
+        (!self.unknown).then(|| Cpu {
+            per_op_ms: self.used.as_secs_f64() * 1000.0 / self.ops.max(1) as f64,
+            cores: self.used.as_secs_f64() / self.wall.as_secs_f64().max(1e-9),
+        })
+    }
+}
+
 fn cpu_note(what: &str, ours: Option<Cpu>, baseline: Option<Cpu>) -> String {
     match (ours, baseline) {
         (Some(o), Some(b)) => format!(
@@ -221,35 +257,75 @@ pub struct IngestOutcome {
     pub durability: Option<String>,
 }
 
+/// Measurement windows per side in the ingest scenario. The sides take turns, baseline, ours, ours,
+/// baseline (and so on), each window after a warm-up of its own, with both servers up throughout: a
+/// machine whose speed drifts during the run slows both sides alike, where one side measured after the
+/// other could meet a slow minute alone.
+pub const INGEST_ROUNDS: u32 = 2;
+
+/// Webhook numbers of one ingest window start at `window × INGEST_NUMBERS`, so every webhook is new.
+const INGEST_NUMBERS: u64 = 1 << 32;
+
 pub async fn ingest(
     launch: &Launch,
     backend: &Backend,
     config: &LoadConfig,
 ) -> Result<IngestOutcome> {
     let label = backend.label().to_lowercase();
-    let db = BenchDb::create(backend).await?;
-    let server = start_baseline(
+    let baseline_db = BenchDb::create(backend).await?;
+    let baseline_server = start_baseline(
         launch,
         &BaselineKind::Ingest {
-            database_url: db.url.clone(),
+            database_url: baseline_db.url.clone(),
         },
         &format!("ingest-{label}"),
     )
     .await?;
-    let (baseline, baseline_cpu) =
-        CpuMeter::measure(&server, send_webhooks(&server, config, 0)).await;
-    server.stop().await;
-    db.remove().await;
-
-    let db = BenchDb::create(backend).await?;
-    let server = start_ours(launch, &db.url, &format!("ingest-{label}")).await?;
-    let (ours, ours_cpu) = CpuMeter::measure(&server, send_webhooks(&server, config, 0)).await;
+    let ours_db = BenchDb::create(backend).await?;
+    let ours_server = start_ours(launch, &ours_db.url, &format!("ingest-{label}")).await?;
+    let window = LoadConfig {
+        warmup: config.warmup / INGEST_ROUNDS,
+        duration: config.duration / INGEST_ROUNDS,
+        max_requests: config.max_requests / u64::from(INGEST_ROUNDS),
+        ..config.clone()
+    };
+    let (mut ours, mut baseline): (Option<LoadResult>, Option<LoadResult>) = (None, None);
+    let (mut ours_cpu, mut baseline_cpu) = (CpuTally::default(), CpuTally::default());
+    for round in 0..INGEST_ROUNDS {
+        let turns = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for is_ours in turns {
+            let (server, tally, merged) = if is_ours {
+                (&ours_server, &mut ours_cpu, &mut ours)
+            } else {
+                (&baseline_server, &mut baseline_cpu, &mut baseline)
+            };
+            let first = u64::from(round) * INGEST_NUMBERS;
+            let result = tally
+                .measure(server, send_webhooks(server, &window, first))
+                .await;
+            *merged = Some(match merged.take() {
+                Some(before) => before.merge(result),
+                None => result,
+            });
+        }
+    }
     let durability = match backend {
-        Backend::Postgres { .. } => pg_synchronous_commit(&db.url).await.ok(),
+        Backend::Postgres { .. } => pg_synchronous_commit(&ours_db.url).await.ok(),
         Backend::Sqlite => Some("WAL, synchronous=FULL".into()),
     };
-    server.stop().await;
-    db.remove().await;
+    ours_server.stop().await;
+    baseline_server.stop().await;
+    ours_db.remove().await;
+    baseline_db.remove().await;
+    let (ours, baseline) = (
+        ours.ok_or("no ingest window ran")?,
+        baseline.ok_or("no ingest window ran")?,
+    );
+    let (ours_cpu, baseline_cpu) = (ours_cpu.cpu(), baseline_cpu.cpu());
     Ok(IngestOutcome {
         backend: backend.clone(),
         senders: config.workers,
