@@ -263,7 +263,8 @@ pub struct IngestOutcome {
 /// other could meet a slow minute alone.
 pub const INGEST_ROUNDS: u32 = 2;
 
-/// Webhook numbers of one ingest window start at `window × INGEST_NUMBERS`, so every webhook is new.
+/// Webhook numbers of a side's window in round `r` start at `r × INGEST_NUMBERS`, so every webhook it
+/// gets is new.
 const INGEST_NUMBERS: u64 = 1 << 32;
 
 pub async fn ingest(
@@ -271,22 +272,37 @@ pub async fn ingest(
     backend: &Backend,
     config: &LoadConfig,
 ) -> Result<IngestOutcome> {
-    let label = backend.label().to_lowercase();
+    let label = format!("ingest-{}", backend.label().to_lowercase());
     let baseline_db = BenchDb::create(backend).await?;
-    let baseline_server = start_baseline(
-        launch,
-        &BaselineKind::Ingest {
+    let ours_db = match BenchDb::create(backend).await {
+        Ok(db) => db,
+        Err(e) => {
+            baseline_db.remove().await;
+            return Err(e);
+        }
+    };
+    let started: Result<(Server, Server)> = async {
+        let kind = BaselineKind::Ingest {
             database_url: baseline_db.url.clone(),
-        },
-        &format!("ingest-{label}"),
-    )
-    .await?;
-    let ours_db = BenchDb::create(backend).await?;
-    let ours_server = start_ours(launch, &ours_db.url, &format!("ingest-{label}")).await?;
+        };
+        let baseline = start_baseline(launch, &kind, &label).await?;
+        let ours = start_ours(launch, &ours_db.url, &label).await?;
+        Ok((baseline, ours))
+    }
+    .await;
+    // A server that did start is stopped as it drops; the databases are dropped here.
+    let (baseline_server, ours_server) = match started {
+        Ok(servers) => servers,
+        Err(e) => {
+            ours_db.remove().await;
+            baseline_db.remove().await;
+            return Err(e);
+        }
+    };
     let window = LoadConfig {
         warmup: config.warmup / INGEST_ROUNDS,
         duration: config.duration / INGEST_ROUNDS,
-        max_requests: config.max_requests / u64::from(INGEST_ROUNDS),
+        max_requests: config.max_requests.div_ceil(u64::from(INGEST_ROUNDS)),
         ..config.clone()
     };
     let (mut ours, mut baseline): (Option<LoadResult>, Option<LoadResult>) = (None, None);
