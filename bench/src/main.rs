@@ -254,5 +254,14 @@ async fn run(which: &str, args: RunArgs) -> bench::Result<()> {
     }
     std::fs::write(&args.out, &text)?;
     eprintln!("bench: wrote {}", args.out.display());
+    // The table is written either way; the exit status tells a script that part of it is missing.
+    let not_run: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.ours.is_none() && row.baseline.is_none())
+        .map(|row| row.scenario.as_str())
+        .collect();
+    if !not_run.is_empty() {
+        return Err(format!("not run: {} (the table says why)", not_run.join(", ")).into());
+    }
     Ok(())
 }
