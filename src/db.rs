@@ -64,8 +64,10 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
             .map_sqlx_postgres_pool_opts(|pool| {
                 pool.after_connect(|connection, _| {
                     Box::pin(async move {
+                        // Run once per connection: not worth a place in its statement cache.
                         sqlx::query(PLAN_CACHE_MODE_UNLESS_CHOSEN)
                             .bind(POSTGRES_PLAN_CACHE_MODE)
+                            .persistent(false)
                             .execute(connection)
                             .await
                             .map(drop)
@@ -139,17 +141,24 @@ pub async fn check_ready(db: &DatabaseConnection) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, TryGetable};
 
     use super::{connect, connect_and_migrate, sets_statement_cache, writer_connection};
 
-    async fn count(db: &impl ConnectionTrait, sql: &str) -> i64 {
-        db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
+    /// The first column of the one row `sql` returns on `db`.
+    async fn scalar<T: TryGetable>(db: &impl ConnectionTrait, sql: &str) -> T {
+        db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
             .await
             .unwrap()
             .unwrap()
             .try_get_by_index(0)
             .unwrap()
+    }
+
+    /// `url` with one more query parameter.
+    fn with_param(url: &str, param: &str) -> String {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}{param}")
     }
 
     #[tokio::test]
@@ -161,7 +170,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            count(&db, "SELECT last FROM log_position WHERE id = 2").await,
+            scalar::<i64>(&db, "SELECT last FROM log_position WHERE id = 2").await,
             7
         );
     }
@@ -186,7 +195,10 @@ mod tests {
                 .unwrap();
             txn.commit().await.unwrap();
         }
-        assert_eq!(count(&writer, "SELECT count(*) FROM mine").await, 20);
+        assert_eq!(
+            scalar::<i64>(&writer, "SELECT count(*) FROM mine").await,
+            20
+        );
     }
 
     /// How many prepared statements one connection of `url`'s pool keeps after running `distinct`
@@ -203,16 +215,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let kept: i64 = txn
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT count(*) FROM pg_prepared_statements",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get_by_index(0)
-            .unwrap();
+        let kept: i64 = scalar(&txn, "SELECT count(*) FROM pg_prepared_statements").await;
         txn.rollback().await.unwrap();
         kept
     }
@@ -288,13 +291,12 @@ mod tests {
     #[tokio::test]
     async fn a_postgres_url_may_set_its_own_plan_cache_mode() {
         let Some(url) = postgres_url() else { return };
-        let separator = if url.contains('?') { '&' } else { '?' };
         // Both of sqlx's ways to pass a setting in the URL.
         for option in [
             "options=-c%20plan_cache_mode%3Dauto",
             "options[plan_cache_mode]=auto",
         ] {
-            let url = format!("{url}{separator}{option}");
+            let url = with_param(&url, option);
             let (custom, generic) = plans_of_a_repeated_statement(&url, 12).await;
             assert!(
                 generic > 0,
@@ -318,16 +320,7 @@ mod tests {
         let mut own = url::Url::parse(&url).unwrap();
         own.set_path(&format!("/{name}"));
         let db = connect(own.as_str()).await.unwrap();
-        let mode: String = db
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT current_setting('plan_cache_mode')",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get_by_index(0)
-            .unwrap();
+        let mode: String = scalar(&db, "SELECT current_setting('plan_cache_mode')").await;
         db.close().await.unwrap();
         admin
             .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
@@ -339,8 +332,7 @@ mod tests {
     #[tokio::test]
     async fn a_postgres_url_may_set_its_own_statement_cache() {
         let Some(url) = postgres_url() else { return };
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let url = format!("{url}{separator}statement-cache-capacity=10");
+        let url = with_param(&url, "statement-cache-capacity=10");
         assert!(statements_kept(&url, 30).await <= 10);
     }
 }

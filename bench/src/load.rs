@@ -22,7 +22,7 @@ pub struct LoadConfig {
 }
 
 /// What a load run measured (requests started in the measured window).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LoadResult {
     /// Requests answered as expected.
     pub ok: u64,
@@ -42,7 +42,7 @@ pub struct LoadResult {
 
 impl LoadResult {
     /// This window's figures and `other`'s together: counts, measured time and latencies add up, and the
-    /// rate is over both windows.
+    /// rate is over both windows (the default, empty result merged with another is that other one).
     pub fn merge(mut self, other: LoadResult) -> LoadResult {
         self.ok += other.ok;
         self.errors += other.errors;
@@ -115,15 +115,7 @@ where
             (latencies, ok, errors, total, first_error)
         }));
     }
-    let mut result = LoadResult {
-        ok: 0,
-        errors: 0,
-        total: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        rate: 0.0,
-        latencies: Latencies::new(),
-    };
+    let mut result = LoadResult::default();
     for worker in workers {
         let (latencies, ok, errors, total, first_error) =
             worker.await.expect("a load worker panicked");

@@ -257,7 +257,7 @@ async fn run(which: &str, args: RunArgs) -> bench::Result<()> {
     // The table is written either way; the exit status tells a script that part of it is missing.
     let not_run: Vec<&str> = rows
         .iter()
-        .filter(|row| row.ours.is_none() && row.baseline.is_none())
+        .filter(|row| !row.ran())
         .map(|row| row.scenario.as_str())
         .collect();
     if !not_run.is_empty() {

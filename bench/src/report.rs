@@ -63,6 +63,11 @@ impl Row {
         }
     }
 
+    /// Whether the row has figures: `false` for a scenario that did not run.
+    pub fn ran(&self) -> bool {
+        self.ours.is_some() || self.baseline.is_some()
+    }
+
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
         self.note = Some(note.into());
         self
@@ -181,5 +186,13 @@ mod tests {
         let info = Row::new("f", "p50", "ms", 1.0, 1.0, Target::None);
         assert_eq!(info.met(), None);
         assert!(table(&[rate, p99, info]).contains("| **no** |"));
+    }
+
+    #[test]
+    fn a_scenario_that_did_not_run_has_no_figures() {
+        assert!(!Row::not_run("i", "rate", "PostgreSQL absent".into()).ran());
+        assert!(Row::new("i", "rate", "/s", 70.0, 100.0, Target::None).ran());
+        // A figure that could not be computed (no samples) is not a scenario that did not run.
+        assert!(Row::new("i", "p99", "ms", f64::NAN, 1.0, Target::None).ran());
     }
 }

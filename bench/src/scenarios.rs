@@ -112,23 +112,22 @@ pub struct Cpu {
     pub cores: f64,
 }
 
+impl Cpu {
+    /// `used` CPU time over `wall` time, spent on `ops` operations.
+    fn over(used: Duration, wall: Duration, ops: u64) -> Self {
+        Self {
+            per_op_ms: used.as_secs_f64() * 1000.0 / ops.max(1) as f64,
+            cores: used.as_secs_f64() / wall.as_secs_f64().max(1e-9),
+        }
+    }
+}
+
 struct CpuMeter {
     cpu: Option<Duration>,
     wall: Instant,
 }
 
 impl CpuMeter {
-    /// Runs `load` on `server`, with the server CPU it cost per answered request.
-    async fn measure(
-        server: &Server,
-        load: impl Future<Output = LoadResult>,
-    ) -> (LoadResult, Option<Cpu>) {
-        let meter = Self::start(server);
-        let result = load.await;
-        let cpu = meter.stop(server, result.total);
-        (result, cpu)
-    }
-
     fn start(server: &Server) -> Self {
         Self {
             cpu: server.cpu_time(),
@@ -138,14 +137,11 @@ impl CpuMeter {
 
     fn stop(self, server: &Server, ops: u64) -> Option<Cpu> {
         let used = server.cpu_time()?.checked_sub(self.cpu?)?;
-        Some(Cpu {
-            per_op_ms: used.as_secs_f64() * 1000.0 / ops.max(1) as f64,
-            cores: used.as_secs_f64() / self.wall.elapsed().as_secs_f64().max(1e-9),
-        })
+        Some(Cpu::over(used, self.wall.elapsed(), ops))
     }
 }
 
-/// A server's CPU over several measurement windows.
+/// A server's CPU over one or more measurement windows of load.
 #[derive(Default)]
 struct CpuTally {
     used: Duration,
@@ -174,10 +170,7 @@ impl CpuTally {
 
     /// CPU per answered request over every window, and cores busy; unknown for an in-process server.
     fn cpu(&self) -> Option<Cpu> {
-        (!self.unknown).then(|| Cpu {
-            per_op_ms: self.used.as_secs_f64() * 1000.0 / self.ops.max(1) as f64,
-            cores: self.used.as_secs_f64() / self.wall.as_secs_f64().max(1e-9),
-        })
+        (!self.unknown).then(|| Cpu::over(self.used, self.wall, self.ops))
     }
 }
 
@@ -305,7 +298,7 @@ pub async fn ingest(
         max_requests: config.max_requests.div_ceil(u64::from(INGEST_ROUNDS)),
         ..config.clone()
     };
-    let (mut ours, mut baseline): (Option<LoadResult>, Option<LoadResult>) = (None, None);
+    let (mut ours, mut baseline) = (LoadResult::default(), LoadResult::default());
     let (mut ours_cpu, mut baseline_cpu) = (CpuTally::default(), CpuTally::default());
     for round in 0..INGEST_ROUNDS {
         let turns = if round % 2 == 0 {
@@ -323,10 +316,7 @@ pub async fn ingest(
             let result = tally
                 .measure(server, send_webhooks(server, &window, first))
                 .await;
-            *merged = Some(match merged.take() {
-                Some(before) => before.merge(result),
-                None => result,
-            });
+            *merged = std::mem::take(merged).merge(result);
         }
     }
     let durability = match backend {
@@ -337,10 +327,6 @@ pub async fn ingest(
     baseline_server.stop().await;
     ours_db.remove().await;
     baseline_db.remove().await;
-    let (ours, baseline) = (
-        ours.ok_or("no ingest window ran")?,
-        baseline.ok_or("no ingest window ran")?,
-    );
     let (ours_cpu, baseline_cpu) = (ours_cpu.cpu(), baseline_cpu.cpu());
     Ok(IngestOutcome {
         backend: backend.clone(),
@@ -784,7 +770,8 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
             post_expect(&client, &url, &[], body, r#""__typename":"Query""#).await
         }
     });
-    let (baseline, baseline_cpu) = CpuMeter::measure(server, typename).await;
+    let mut baseline_cpu = CpuTally::default();
+    let baseline = baseline_cpu.measure(server, typename).await;
     let by_playback_id = closed_loop(config, move |n| {
         let (client, url) = (client.clone(), url.clone());
         async move {
@@ -792,7 +779,9 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
             post_expect(&client, &url, &[], body, r#""mediaByPlaybackId":{"id""#).await
         }
     });
-    let (ours, ours_cpu) = CpuMeter::measure(server, by_playback_id).await;
+    let mut ours_cpu = CpuTally::default();
+    let ours = ours_cpu.measure(server, by_playback_id).await;
+    let (ours_cpu, baseline_cpu) = (ours_cpu.cpu(), baseline_cpu.cpu());
     Ok(QueryOutcome {
         connections: config.workers,
         media,
