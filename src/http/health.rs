@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process runs), `GET /readyz` (the database answers and is migrated), `GET /metrics`.
+//! `GET /healthz` (the process runs), `GET /readyz` (the database answers and is migrated, and intake's
+//! writer tasks run), `GET /metrics`.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -19,7 +20,10 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match crate::db::check_ready(&state.db).await {
+    let ready = crate::db::check_ready(&state.db)
+        .await
+        .and_then(|()| state.intake.check_running());
+    match ready {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,

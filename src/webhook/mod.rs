@@ -115,6 +115,18 @@ impl Intake {
         Self { secrets, writer }
     }
 
+    /// `Ok` while every writer task runs; else why intake cannot store anything. A task ends only on a
+    /// fault its own handling did not catch: deliveries it would store answer 503 until a restart.
+    pub fn check_running(&self) -> Result<(), String> {
+        match self.writer.stopped() {
+            0 => Ok(()),
+            stopped => Err(format!(
+                "{stopped} intake writer task(s) stopped (see the log): deliveries are not stored; \
+                 restart the server"
+            )),
+        }
+    }
+
     /// Handles one delivery's raw body and `FastPix-Signature` header value.
     #[tracing::instrument(name = "ingest", skip_all, fields(event_id, event_type, outcome))]
     pub async fn ingest(

@@ -49,7 +49,9 @@
 //! lock the same entities in another order), the
 //! transaction rolls back and each delivery of the batch is stored again in a transaction of its own. So a
 //! failing delivery fails alone, with nothing of it stored, and answers 503 as before; the others are
-//! stored.
+//! stored. A panic while storing (a bug) counts as such a failure: the transaction is dropped, so rolled
+//! back, the panic is logged, and the writer goes on with the next delivery. Were a writer task to end
+//! all the same, `/readyz` says so ([`Writer::stopped`]).
 //!
 //! On SQLite the writer is also the single writer SQLite allows: intake transactions run one after the
 //! other here instead of failing with `SQLITE_BUSY`. It stores through a connection of its own
@@ -67,7 +69,10 @@
 //! such as a playback id moving from one owner to another), PostgreSQL aborts one transaction to break the
 //! deadlock, and its deliveries are stored again as above.
 
+use std::panic::AssertUnwindSafe;
+
 use entity::webhook_event;
+use futures_util::FutureExt;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
@@ -140,6 +145,12 @@ impl Writer {
         Self { queues, metrics }
     }
 
+    /// How many writer tasks have ended (each drops its queue's receiver as it ends). They end only once
+    /// every handle is dropped, so with a handle at hand, any is a fault: deliveries sent to it fail.
+    pub fn stopped(&self) -> usize {
+        self.queues.iter().filter(|queue| queue.is_closed()).count()
+    }
+
     /// The writer of `delivery`: the one its entity (a target's stream) hashes to.
     fn queue_of(&self, delivery: &Delivery) -> &mpsc::Sender<Queued> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -196,7 +207,7 @@ impl GroupCommit {
         let (deliveries, replies): (Vec<Delivery>, Vec<_>) = batch.into_iter().unzip();
         if deliveries.len() > 1 {
             self.metrics.intake_batch(deliveries.len());
-            match self.commit(&deliveries).await {
+            match self.commit_caught(&deliveries).await {
                 Ok(committed) => return self.finish(committed, replies),
                 Err(error) => {
                     self.metrics.intake_batch_retry();
@@ -224,7 +235,7 @@ impl GroupCommit {
         let mut attempts = 1;
         loop {
             self.metrics.intake_batch(1);
-            match self.commit(std::slice::from_ref(delivery)).await {
+            match self.commit_caught(std::slice::from_ref(delivery)).await {
                 Err(error) if is_deadlock(&error) && attempts < DEADLOCK_ATTEMPTS => {
                     tracing::debug!(%error, attempts, "intake transaction aborted by a deadlock; trying again");
                     attempts += 1;
@@ -259,6 +270,30 @@ impl GroupCommit {
             // The sender may be gone (the client hung up); its event is stored all the same.
             let _ = reply.send(Ok(answer));
         }
+    }
+
+    /// [`Self::commit`], with a panic turned into an error: the transaction, dropped as the panic unwinds,
+    /// rolls back, and the writer task lives on. The panic's message goes to the log (and to standard
+    /// error, by the panic hook).
+    async fn commit_caught(&self, deliveries: &[Delivery]) -> Result<Committed, DbErr> {
+        AssertUnwindSafe(self.commit(deliveries))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                tracing::error!(
+                    panic = %message,
+                    size = deliveries.len(),
+                    "intake transaction panicked (a bug); rolled back"
+                );
+                Err(DbErr::Custom(format!(
+                    "storing the delivery panicked: {message}"
+                )))
+            })
     }
 
     /// Stores `deliveries` in one transaction and commits it; on error, rolls it back.
@@ -298,6 +333,8 @@ impl GroupCommit {
         txn: &DatabaseTransaction,
         deliveries: &[Delivery],
     ) -> Result<Vec<Option<Stored>>, DbErr> {
+        #[cfg(test)]
+        tests::panic_on_marked(deliveries);
         let mut working = Working::new(txn, Locking::PerEntity);
         // What each delivery reads first: its entity, and the targets a stream event lists.
         let reads: Vec<Vec<EntityRef>> = deliveries
@@ -380,4 +417,103 @@ fn is_deadlock(error: &DbErr) -> bool {
         .as_database_error()
         .and_then(|error| error.code())
         .is_some_and(|code| matches!(&*code, "40P01" | "40001"))
+}
+
+#[cfg(test)]
+mod tests {
+    use entity::webhook_event;
+    use sea_orm::{EntityTrait, PaginatorTrait};
+
+    use super::{Delivery, Writer};
+    use crate::db::{connect_and_migrate, writer_connection};
+    use crate::events::cache::PlaybackCache;
+    use crate::events::{Bus, Publisher};
+    use crate::metrics::Metrics;
+    use crate::webhook::verify::Secrets;
+    use crate::webhook::{IngestError, Intake};
+
+    /// The event id whose transaction panics in these tests: a fault no known input causes.
+    const PANICS: &str = "00000000-0000-4000-8000-0000000000ff";
+
+    /// Called by the writer in test builds, inside its transaction.
+    pub(super) fn panic_on_marked(deliveries: &[Delivery]) {
+        if deliveries.iter().any(|d| d.row.event_id == PANICS) {
+            panic!("a delivery marked to panic");
+        }
+    }
+
+    const MEDIA_CREATED: &str = include_str!("../../tests/fixtures/video.media.created.json");
+    const MEDIA_READY: &str = include_str!("../../tests/fixtures/video.media.ready.json");
+    const LIVE_CREATED: &str = include_str!("../../tests/fixtures/video.live_stream.created.json");
+
+    fn with_event_id(fixture: &str, id: &str) -> Vec<u8> {
+        let mut event: serde_json::Value = serde_json::from_str(fixture).unwrap();
+        event["id"] = id.into();
+        serde_json::to_vec(&event).unwrap()
+    }
+
+    fn direct() -> Publisher {
+        Publisher::Direct {
+            bus: Bus::new(16),
+            cache: PlaybackCache::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_storing_fails_that_delivery_alone_and_the_writer_goes_on() {
+        let db = connect_and_migrate("sqlite::memory:").await.unwrap();
+        let intake = Intake::new(
+            writer_connection(&db).await.unwrap(),
+            Secrets::default(),
+            direct(),
+            Metrics::new(),
+        );
+        let marked = with_event_id(MEDIA_CREATED, PANICS);
+        let (media, live) = (MEDIA_CREATED.as_bytes(), LIVE_CREATED.as_bytes());
+        // Sent together, so they may share a batch: the panic then fails the batch, whose deliveries
+        // are stored again one by one.
+        let (before, panicking, after) = tokio::join!(
+            intake.ingest(media, None),
+            intake.ingest(&marked, None),
+            intake.ingest(live, None),
+        );
+        assert_eq!(before.unwrap().reply.status(), "applied");
+        assert_eq!(after.unwrap().reply.status(), "applied");
+        match panicking {
+            Err(IngestError::Database(error)) => assert!(
+                error.to_string().contains("a delivery marked to panic"),
+                "{error}"
+            ),
+            other => panic!("expected a storage error, got {other:?}"),
+        }
+        assert_eq!(intake.check_running(), Ok(()));
+        // The writer still stores; the marked event left nothing behind, and its retry is no duplicate.
+        let next = intake.ingest(MEDIA_READY.as_bytes(), None).await.unwrap();
+        assert_eq!(next.reply.status(), "applied");
+        assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 3);
+    }
+
+    #[test]
+    fn writer_tasks_that_ended_are_counted_as_stopped_and_intake_is_not_running() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (writer, intake) = runtime.block_on(async {
+            let db = connect_and_migrate("sqlite::memory:").await.unwrap();
+            let writer = Writer::spawn(db.clone(), direct(), Metrics::new(), 2);
+            let intake = Intake::new(db, Secrets::default(), direct(), Metrics::new());
+            (writer, intake)
+        });
+        assert_eq!(writer.stopped(), 0);
+        assert_eq!(intake.check_running(), Ok(()));
+        // The tasks end with their runtime, as a task would on a panic nothing caught.
+        drop(runtime);
+        assert_eq!(writer.stopped(), 2);
+        let reason = intake.check_running().unwrap_err();
+        assert!(
+            reason.starts_with("1 intake writer task(s) stopped"),
+            "{reason}"
+        );
+    }
 }
