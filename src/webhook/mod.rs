@@ -121,8 +121,8 @@ impl Intake {
         match self.writer.stopped() {
             0 => Ok(()),
             stopped => Err(format!(
-                "{stopped} intake writer task(s) stopped (see the log): deliveries are not stored; \
-                 restart the server"
+                "{stopped} intake writer task(s) stopped (see the log): the deliveries they would \
+                 store answer 503; restart the server"
             )),
         }
     }

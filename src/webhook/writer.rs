@@ -175,6 +175,20 @@ impl Writer {
     }
 }
 
+/// Logs a writer task's end by a panic that [`GroupCommit::commit_caught`] did not catch (the panic hook
+/// prints it to standard error, not to the log).
+struct EndOnPanic;
+
+impl Drop for EndOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                "an intake writer task panicked and stopped (a bug); /readyz now fails"
+            );
+        }
+    }
+}
+
 type Queued = (Delivery, oneshot::Sender<Result<Reply, DbErr>>);
 
 /// What a committed transaction stored, for each delivery (`None` for a duplicate), and the commit's mark
@@ -196,6 +210,7 @@ struct GroupCommit {
 
 impl GroupCommit {
     async fn run(self, mut deliveries: mpsc::Receiver<Queued>) {
+        let _logs_an_unexpected_end = EndOnPanic;
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while deliveries.recv_many(&mut batch, MAX_BATCH).await > 0 {
             self.write(std::mem::take(&mut batch)).await;
@@ -288,7 +303,7 @@ impl GroupCommit {
                 tracing::error!(
                     panic = %message,
                     size = deliveries.len(),
-                    "intake transaction panicked (a bug); rolled back"
+                    "storing a batch panicked (a bug); its deliveries answer 503"
                 );
                 Err(DbErr::Custom(format!(
                     "storing the delivery panicked: {message}"
@@ -333,8 +348,6 @@ impl GroupCommit {
         txn: &DatabaseTransaction,
         deliveries: &[Delivery],
     ) -> Result<Vec<Option<Stored>>, DbErr> {
-        #[cfg(test)]
-        tests::panic_on_marked(deliveries);
         let mut working = Working::new(txn, Locking::PerEntity);
         // What each delivery reads first: its entity, and the targets a stream event lists.
         let reads: Vec<Vec<EntityRef>> = deliveries
@@ -401,6 +414,8 @@ impl GroupCommit {
             stored.iter_mut().flatten().map(|s| &mut s.row).collect();
         let notify = matches!(self.publisher, Publisher::Relayed(_));
         log::append(txn, writes, rows, notify).await?;
+        #[cfg(test)]
+        tests::panic_on_marked(deliveries);
         Ok(stored)
     }
 }
@@ -421,7 +436,7 @@ fn is_deadlock(error: &DbErr) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use entity::webhook_event;
+    use entity::{media, webhook_event};
     use sea_orm::{EntityTrait, PaginatorTrait};
 
     use super::{Delivery, Writer};
@@ -468,7 +483,8 @@ mod tests {
             direct(),
             Metrics::new(),
         );
-        let marked = with_event_id(MEDIA_CREATED, PANICS);
+        // Everything of the marked event is written when it panics, just before the commit.
+        let marked = with_event_id(MEDIA_READY, PANICS);
         let (media, live) = (MEDIA_CREATED.as_bytes(), LIVE_CREATED.as_bytes());
         // Sent together, so they may share a batch: the panic then fails the batch, whose deliveries
         // are stored again one by one.
@@ -487,10 +503,19 @@ mod tests {
             other => panic!("expected a storage error, got {other:?}"),
         }
         assert_eq!(intake.check_running(), Ok(()));
-        // The writer still stores; the marked event left nothing behind, and its retry is no duplicate.
+        // The marked event left nothing behind: not in the log, and its media is not ready.
+        let media_status = || async {
+            let id = "7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d";
+            let row = media::Entity::find_by_id(id).one(&db).await.unwrap();
+            row.expect("the created media").status
+        };
+        assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 2);
+        assert_ne!(media_status().await, "READY");
+        // The writer still stores, and the same change under another event id is no duplicate.
         let next = intake.ingest(MEDIA_READY.as_bytes(), None).await.unwrap();
         assert_eq!(next.reply.status(), "applied");
         assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 3);
+        assert_eq!(media_status().await, "READY");
     }
 
     #[test]
