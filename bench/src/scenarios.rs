@@ -122,26 +122,7 @@ impl Cpu {
     }
 }
 
-struct CpuMeter {
-    cpu: Option<Duration>,
-    wall: Instant,
-}
-
-impl CpuMeter {
-    fn start(server: &Server) -> Self {
-        Self {
-            cpu: server.cpu_time(),
-            wall: Instant::now(),
-        }
-    }
-
-    fn stop(self, server: &Server, ops: u64) -> Option<Cpu> {
-        let used = server.cpu_time()?.checked_sub(self.cpu?)?;
-        Some(Cpu::over(used, self.wall.elapsed(), ops))
-    }
-}
-
-/// A server's CPU over one or more measurement windows of load.
+/// A server's CPU over one or more measured windows of work.
 #[derive(Default)]
 struct CpuTally {
     used: Duration,
@@ -151,24 +132,34 @@ struct CpuTally {
 }
 
 impl CpuTally {
+    /// Runs `work` on `server`, adding the server CPU and wall time it took and `ops(&output)` operations.
+    async fn time<T>(
+        &mut self,
+        server: &Server,
+        work: impl Future<Output = T>,
+        ops: impl FnOnce(&T) -> u64,
+    ) -> T {
+        let (before, started) = (server.cpu_time(), Instant::now());
+        let output = work.await;
+        match before.zip(server.cpu_time()) {
+            Some((before, after)) => self.used += after.saturating_sub(before),
+            None => self.unknown = true,
+        }
+        self.wall += started.elapsed();
+        self.ops += ops(&output);
+        output
+    }
+
     /// Runs `load` on `server`, adding the server CPU it cost and the requests answered.
     async fn measure(
         &mut self,
         server: &Server,
         load: impl Future<Output = LoadResult>,
     ) -> LoadResult {
-        let (before, started) = (server.cpu_time(), Instant::now());
-        let result = load.await;
-        match before.zip(server.cpu_time()) {
-            Some((before, after)) => self.used += after.saturating_sub(before),
-            None => self.unknown = true,
-        }
-        self.wall += started.elapsed();
-        self.ops += result.total;
-        result
+        self.time(server, load, |result| result.total).await
     }
 
-    /// CPU per answered request over every window, and cores busy; unknown for an in-process server.
+    /// CPU per operation over every window, and cores busy; unknown for an in-process server.
     fn cpu(&self) -> Option<Cpu> {
         (!self.unknown).then(|| Cpu::over(self.used, self.wall, self.ops))
     }
@@ -265,7 +256,6 @@ pub async fn ingest(
     backend: &Backend,
     config: &LoadConfig,
 ) -> Result<IngestOutcome> {
-    let label = format!("ingest-{}", backend.label().to_lowercase());
     let baseline_db = BenchDb::create(backend).await?;
     let ours_db = match BenchDb::create(backend).await {
         Ok(db) => db,
@@ -274,67 +264,80 @@ pub async fn ingest(
             return Err(e);
         }
     };
-    let started: Result<(Server, Server)> = async {
-        let kind = BaselineKind::Ingest {
-            database_url: baseline_db.url.clone(),
-        };
-        let baseline = start_baseline(launch, &kind, &label).await?;
-        let ours = start_ours(launch, &ours_db.url, &label).await?;
-        Ok((baseline, ours))
-    }
-    .await;
-    // A server that did start is stopped as it drops; the databases are dropped here.
-    let (baseline_server, ours_server) = match started {
-        Ok(servers) => servers,
-        Err(e) => {
-            ours_db.remove().await;
-            baseline_db.remove().await;
-            return Err(e);
+    let outcome = ingest_on(launch, backend, config, &baseline_db, &ours_db).await;
+    ours_db.remove().await;
+    baseline_db.remove().await;
+    outcome
+}
+
+/// One side of the ingest scenario: its server and what its windows measured.
+struct Side {
+    server: Server,
+    load: LoadResult,
+    cpu: CpuTally,
+}
+
+impl Side {
+    fn new(server: Server) -> Self {
+        Self {
+            server,
+            load: LoadResult::default(),
+            cpu: CpuTally::default(),
         }
+    }
+
+    /// One measured window of webhooks numbered from `first`.
+    async fn measure(&mut self, window: &LoadConfig, first: u64) {
+        let load = send_webhooks(&self.server, window, first);
+        let result = self.cpu.measure(&self.server, load).await;
+        self.load = std::mem::take(&mut self.load).merge(result);
+    }
+}
+
+/// The ingest scenario on two fresh databases; a server that started is stopped as it drops.
+async fn ingest_on(
+    launch: &Launch,
+    backend: &Backend,
+    config: &LoadConfig,
+    baseline_db: &BenchDb,
+    ours_db: &BenchDb,
+) -> Result<IngestOutcome> {
+    let label = format!("ingest-{}", backend.label().to_lowercase());
+    let kind = BaselineKind::Ingest {
+        database_url: baseline_db.url.clone(),
     };
+    let mut baseline = Side::new(start_baseline(launch, &kind, &label).await?);
+    let mut ours = Side::new(start_ours(launch, &ours_db.url, &label).await?);
     let window = LoadConfig {
         warmup: config.warmup / INGEST_ROUNDS,
         duration: config.duration / INGEST_ROUNDS,
         max_requests: config.max_requests.div_ceil(u64::from(INGEST_ROUNDS)),
         ..config.clone()
     };
-    let (mut ours, mut baseline) = (LoadResult::default(), LoadResult::default());
-    let (mut ours_cpu, mut baseline_cpu) = (CpuTally::default(), CpuTally::default());
     for round in 0..INGEST_ROUNDS {
+        let first = u64::from(round) * INGEST_NUMBERS;
         let turns = if round % 2 == 0 {
-            [false, true]
+            [&mut baseline, &mut ours]
         } else {
-            [true, false]
+            [&mut ours, &mut baseline]
         };
-        for is_ours in turns {
-            let (server, tally, merged) = if is_ours {
-                (&ours_server, &mut ours_cpu, &mut ours)
-            } else {
-                (&baseline_server, &mut baseline_cpu, &mut baseline)
-            };
-            let first = u64::from(round) * INGEST_NUMBERS;
-            let result = tally
-                .measure(server, send_webhooks(server, &window, first))
-                .await;
-            *merged = std::mem::take(merged).merge(result);
+        for side in turns {
+            side.measure(&window, first).await;
         }
     }
     let durability = match backend {
         Backend::Postgres { .. } => pg_synchronous_commit(&ours_db.url).await.ok(),
         Backend::Sqlite => Some("WAL, synchronous=FULL".into()),
     };
-    ours_server.stop().await;
-    baseline_server.stop().await;
-    ours_db.remove().await;
-    baseline_db.remove().await;
-    let (ours_cpu, baseline_cpu) = (ours_cpu.cpu(), baseline_cpu.cpu());
+    ours.server.stop().await;
+    baseline.server.stop().await;
     Ok(IngestOutcome {
         backend: backend.clone(),
         senders: config.workers,
-        ours,
-        baseline,
-        ours_cpu,
-        baseline_cpu,
+        ours: ours.load,
+        baseline: baseline.load,
+        ours_cpu: ours.cpu.cpu(),
+        baseline_cpu: baseline.cpu.cpu(),
         durability,
     })
 }
@@ -461,12 +464,17 @@ pub async fn fanout(
     .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let url = format!("{}/publish", server.http());
-    let meter = CpuMeter::start(&server);
-    let sent = drive_changes(&crowd, changes, async |k| {
-        post_expect(&client, &url, &[], frames[k].clone(), "receivers").await
-    })
-    .await;
-    let baseline_cpu = meter.stop(&server, changes as u64);
+    let mut baseline_cpu = CpuTally::default();
+    let sent = baseline_cpu
+        .time(
+            &server,
+            drive_changes(&crowd, changes, async |k| {
+                post_expect(&client, &url, &[], frames[k].clone(), "receivers").await
+            }),
+            |_| changes as u64,
+        )
+        .await;
+    let baseline_cpu = baseline_cpu.cpu();
     let baseline = crowd.finish(*sent.as_ref().unwrap_or(&0)).await;
     server.stop().await;
     sent?;
@@ -487,13 +495,18 @@ pub async fn fanout(
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let meter = CpuMeter::start(&server);
-    let sent = drive_changes(&crowd, changes, async |k| {
-        let (body, signature, _) = &webhooks[k];
-        post_webhook(&client, &webhook, (body.clone(), signature.clone())).await
-    })
-    .await;
-    let ours_cpu = meter.stop(&server, changes as u64);
+    let mut ours_cpu = CpuTally::default();
+    let sent = ours_cpu
+        .time(
+            &server,
+            drive_changes(&crowd, changes, async |k| {
+                let (body, signature, _) = &webhooks[k];
+                post_webhook(&client, &webhook, (body.clone(), signature.clone())).await
+            }),
+            |_| changes as u64,
+        )
+        .await;
+    let ours_cpu = ours_cpu.cpu();
     let ours = crowd.finish(*sent.as_ref().unwrap_or(&0)).await;
     server.stop().await;
     db.remove().await;

@@ -175,12 +175,15 @@ async fn spawn_child(mut make: impl FnMut(SocketAddr) -> Command, log: PathBuf) 
     for _ in 0..3 {
         let addr = free_addr().await?;
         let log_file = std::fs::File::create(&log)?;
-        let mut child = make(addr)
+        let mut command = make(addr);
+        let program = command.as_std().get_program().to_owned();
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true)
-            .spawn()?;
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let pid = child.id().ok_or("the child has no pid")?;
         match wait_healthy(addr, &mut Some(&mut child)).await {
             Ok(()) => {
