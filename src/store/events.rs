@@ -43,7 +43,8 @@ pub async fn stored_ids<'i>(
 ///
 /// On SQLite the insert reads the counter's new value itself, so the entity writes, the increment and the
 /// insert go in one round trip (see `store::script`). On PostgreSQL the increment returns the new value
-/// and the insert carries the positions (a subquery per row there costs more CPU than the round trip
+/// (it runs in one statement with the entity writes, `store::script` again) and the insert carries the
+/// positions (a subquery per row there costs more CPU than the round trip
 /// it saves), and with `notify` the increment also tells every instance listening (`LISTEN`) that the
 /// events up to the last position are committed: PostgreSQL sends the notification on commit, in commit
 /// order, and not at all on rollback.
