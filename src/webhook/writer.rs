@@ -16,15 +16,15 @@
 //!    their number (on PostgreSQL, the same statement notifies the batch's last position), then one
 //!    insert, in arrival order (`store::events::append`). On SQLite the insert reads the positions from
 //!    the counter itself, so the entity writes, the increment and the insert go in one round trip to the
-//!    connection's thread (`store::script`); on PostgreSQL the increment returns them, and runs in one
-//!    statement with the entity writes (`WITH` queries, `store::script` again);
+//!    connection's thread (`store::script`); on PostgreSQL the entity writes go in one or two statements
+//!    (`store::script` again), then the increment, which returns the positions, then the insert;
 //! 4. commit; then publish every change in position order; then answer every delivery. (On PostgreSQL,
 //!    the commit is marked for the relay from just before it until its changes are in the relay's inbox,
 //!    so the relay waits for them rather than loading them again: `events::relay::Inbox`.)
 //!
-//! So a batch costs about seven round trips however many deliveries it holds (`BEGIN`, the locks, the
-//! duplicate check, the loads, the writes, the insert, `COMMIT` on PostgreSQL; six on SQLite), where one
-//! transaction per delivery costs five or more each.
+//! So a batch costs a handful of round trips however many deliveries it holds (on PostgreSQL `BEGIN`, the
+//! locks, the duplicate check, a load per kind of entity, one or two for the entity writes, the counter,
+//! the insert, `COMMIT`; on SQLite about six), where one transaction per delivery costs five or more each.
 //!
 //! Why this is the same as one transaction per delivery, run in arrival order:
 //!
