@@ -38,13 +38,17 @@ pub const POSTGRES_STATEMENT_CACHE: usize = 1024;
 /// is still saved by the statement cache).
 pub const POSTGRES_PLAN_CACHE_MODE: &str = "force_custom_plan";
 
+/// The most connections an instance opens to PostgreSQL.
+pub const POSTGRES_POOL_SIZE: u32 = 16;
+
 /// A pooled PostgreSQL connection idle for this long is tested (a round trip) before it is handed out; one
 /// used more recently is handed out as it is. sqlx tests every connection as the pool takes it back, so
 /// a connection in the pool worked when last used; testing it again on each hand-out cost a round trip
 /// per transaction (about 0.26 ms of an intake batch's 3.9 ms in an ingest benchmark). What that leaves
 /// untested: a connection used in the last few seconds whose server went away meanwhile (PostgreSQL
-/// restarted): the first statement on it fails (a delivery answers 503 and is sent again; a query
-/// answers an error), and sqlx drops the connection as it comes back to the pool.
+/// restarted): the first statement on it fails, and sqlx drops the connection as it comes back to the
+/// pool. The intake writer then stores the delivery again on another connection
+/// (`webhook::writer`); a query answers an error.
 pub const POSTGRES_TEST_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Sets `plan_cache_mode` to `$1` for the session, when it has its built-in default (no row before
@@ -76,7 +80,7 @@ async fn connect_with(url: &str, test_after_idle: Duration) -> Result<DatabaseCo
         options.max_connections(8).test_before_acquire(false);
     } else {
         options
-            .max_connections(16)
+            .max_connections(POSTGRES_POOL_SIZE)
             .test_before_acquire_if_idle_for(test_after_idle)
             .map_sqlx_postgres_pool_opts(|pool| {
                 pool.after_connect(|connection, _| {

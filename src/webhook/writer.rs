@@ -105,6 +105,11 @@ const QUEUE: usize = 4 * MAX_BATCH;
 /// deadlocks.
 const DEADLOCK_ATTEMPTS: u32 = 5;
 
+/// How many times a delivery's own transaction is tried when its connection turns out to be lost (the
+/// PostgreSQL server restarted, say): each lost connection fails one attempt and is dropped, and the pool
+/// holds at most this many less one.
+const LOST_CONNECTION_ATTEMPTS: u32 = crate::db::POSTGRES_POOL_SIZE + 1;
+
 /// A verified, parsed delivery, ready to store.
 pub struct Delivery {
     /// The event row to insert (`seq` and `position` are assigned by the database and the writer).
@@ -255,6 +260,10 @@ impl GroupCommit {
             match self.commit_caught(std::slice::from_ref(delivery)).await {
                 Err(error) if is_deadlock(&error) && attempts < DEADLOCK_ATTEMPTS => {
                     tracing::debug!(%error, attempts, "intake transaction aborted by a deadlock; trying again");
+                    attempts += 1;
+                }
+                Err(error) if is_lost_connection(&error) && attempts < LOST_CONNECTION_ATTEMPTS => {
+                    tracing::warn!(%error, attempts, "intake transaction lost its database connection; trying again on another");
                     attempts += 1;
                 }
                 result => return result,
@@ -422,24 +431,45 @@ impl GroupCommit {
     }
 }
 
+/// The sqlx error under a statement's or connection's error.
+fn sqlx_error(error: &DbErr) -> Option<&sea_orm::sqlx::Error> {
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(error))
+        | DbErr::Query(RuntimeErr::SqlxError(error))
+        | DbErr::Conn(RuntimeErr::SqlxError(error)) => Some(error),
+        _ => None,
+    }
+}
+
+/// The SQLSTATE of a database's error.
+fn sqlstate(error: &DbErr) -> Option<String> {
+    let code = sqlx_error(error)?.as_database_error()?.code()?;
+    Some(code.into_owned())
+}
+
 /// Whether PostgreSQL aborted the transaction to break a deadlock (or a serialisation conflict), so that
 /// trying it again may succeed.
 fn is_deadlock(error: &DbErr) -> bool {
-    let (DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error))) =
-        error
-    else {
-        return false;
-    };
-    error
-        .as_database_error()
-        .and_then(|error| error.code())
-        .is_some_and(|code| matches!(&*code, "40P01" | "40001"))
+    sqlstate(error).is_some_and(|code| matches!(&*code, "40P01" | "40001"))
+}
+
+/// Whether the transaction's connection was lost (closed by the server, or broken), so that trying it
+/// again on another connection may succeed. (Lost during its commit, the transaction may have committed:
+/// the delivery's next attempt then finds its event stored and answers it as a duplicate.)
+fn is_lost_connection(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error;
+    if matches!(sqlx_error(error), Some(Error::Io(_) | Error::WorkerCrashed)) {
+        return true;
+    }
+    // Class 08 (connection exception) and 57P01–57P03 (the server shut down or cannot connect now).
+    sqlstate(error)
+        .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
 }
 
 #[cfg(test)]
 mod tests {
     use entity::{media, webhook_event};
-    use sea_orm::{EntityTrait, PaginatorTrait};
+    use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
 
     use super::{Delivery, Writer};
     use crate::db::{connect_and_migrate, writer_connection};
@@ -518,6 +548,46 @@ mod tests {
         assert_eq!(next.reply.status(), "applied");
         assert_eq!(webhook_event::Entity::find().count(&db).await.unwrap(), 3);
         assert_eq!(media_status().await, "READY");
+    }
+
+    /// After the PostgreSQL server ended every connection (as a restart does), the next delivery is
+    /// stored all the same: each lost connection fails an attempt and is dropped.
+    #[tokio::test]
+    async fn on_postgres_a_delivery_is_stored_after_its_connections_were_ended() {
+        let Some(admin_url) = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+        else {
+            return;
+        };
+        let admin = sea_orm::Database::connect(admin_url.as_str())
+            .await
+            .unwrap();
+        let name = format!("fastpix_sync_lost_connections_{}", std::process::id());
+        let run = |sql: String| {
+            let admin = admin.clone();
+            async move { admin.execute_unprepared(&sql).await.unwrap() }
+        };
+        run(format!("DROP DATABASE IF EXISTS {name}")).await;
+        run(format!("CREATE DATABASE {name}")).await;
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        let db = connect_and_migrate(url.as_str()).await.unwrap();
+        let intake = Intake::new(db.clone(), Secrets::default(), direct(), Metrics::new());
+        let first = intake.ingest(MEDIA_CREATED.as_bytes(), None).await.unwrap();
+        assert_eq!(first.reply.status(), "applied");
+        let open = db.get_postgres_connection_pool().size();
+        run(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let next = intake.ingest(MEDIA_READY.as_bytes(), None).await;
+        drop(intake);
+        db.close().await.unwrap();
+        run(format!("DROP DATABASE {name} WITH (FORCE)")).await;
+        assert!(open > 0);
+        assert_eq!(next.unwrap().reply.status(), "applied");
     }
 
     #[test]
