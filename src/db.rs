@@ -16,8 +16,10 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements each PostgreSQL connection keeps, unless the URL sets `statement-cache-capacity`.
 /// The intake writer's statements take a batch's rows or ids, so there is one statement text per batch
 /// size (up to `MAX_BATCH`) for each of about eight statements, and for its merged entity writes
-/// (`store::script`) one per combination of their row counts: a batch of one kind of event makes few,
-/// a mix more (a text not kept costs a parse and one more round trip, as if unmerged). With sqlx's default of 100, a connection
+/// (`store::script`) one per combination of their row counts (media, streams, targets, playback id
+/// owners): batches of one kind of event make few, a mix of kinds under load many more, which push
+/// older texts out (a text not kept costs a parse and one more round trip, as the merge saves one;
+/// the mixed case is not measured). With sqlx's default of 100, a connection
 /// forgot and prepared them again all the time: in a logged ingest benchmark, about a fifth of the
 /// writer's statements cost a parse and one more round trip. A kept statement costs memory in its
 /// connection's PostgreSQL backend: in that benchmark, with 1,024, each busy backend held about 22 MiB of

@@ -10,8 +10,8 @@
 //! to completion, whether or not its output is read, all on one snapshot: no part sees another's
 //! changes. So a write to a table an earlier write of the group touched starts the next statement,
 //! and so does anything that is not an `INSERT`, `UPDATE` or `DELETE` (a `SELECT` would not see the
-//! group's writes). The parts run in no order PostgreSQL promises (the main query first, in practice),
-//! so their row locks are taken in that order too: a write whose lock must come after the others' (the
+//! group's writes). The parts run in no order PostgreSQL promises (PostgreSQL 15 runs the main query
+//! first, then the `WITH` queries nobody reads, last to first), and so take their row locks: a write whose lock must come after the others' (the
 //! event log's counter) runs after the script, on its own.
 
 use sea_orm::sea_query::{Alias, CommonTableExpression, SubQueryStatement, WithClause};

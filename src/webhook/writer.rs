@@ -72,6 +72,7 @@
 //! deadlock, and its deliveries are stored again as above.
 
 use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
 use entity::webhook_event;
 use futures_util::FutureExt;
@@ -109,6 +110,11 @@ const DEADLOCK_ATTEMPTS: u32 = 5;
 /// PostgreSQL server restarted, say): each lost connection fails one attempt and is dropped, and the pool
 /// holds at most this many less one.
 const LOST_CONNECTION_ATTEMPTS: u32 = crate::db::POSTGRES_POOL_SIZE + 1;
+
+/// No attempt starts this long after a delivery's first: a connection lost without the server's word
+/// (a half-open socket) fails only once the operating system gives up on it, and the deliveries queued
+/// behind this one wait meanwhile.
+const LOST_CONNECTION_RETRIES_FOR: Duration = Duration::from_secs(15);
 
 /// A verified, parsed delivery, ready to store.
 pub struct Delivery {
@@ -252,19 +258,24 @@ impl GroupCommit {
     }
 
     /// Stores one delivery in a transaction of its own, again when PostgreSQL aborted it to break a
-    /// deadlock with another instance's transaction.
+    /// deadlock with another instance's transaction, or when its connection was lost.
     async fn commit_alone(&self, delivery: &Delivery) -> Result<Committed, DbErr> {
-        let mut attempts = 1;
+        let (mut deadlocks, mut lost) = (0, 0);
+        let started = Instant::now();
         loop {
             self.metrics.intake_batch(1);
             match self.commit_caught(std::slice::from_ref(delivery)).await {
-                Err(error) if is_deadlock(&error) && attempts < DEADLOCK_ATTEMPTS => {
-                    tracing::debug!(%error, attempts, "intake transaction aborted by a deadlock; trying again");
-                    attempts += 1;
+                Err(error) if is_deadlock(&error) && deadlocks + 1 < DEADLOCK_ATTEMPTS => {
+                    deadlocks += 1;
+                    tracing::debug!(%error, deadlocks, "intake transaction aborted by a deadlock; trying again");
                 }
-                Err(error) if is_lost_connection(&error) && attempts < LOST_CONNECTION_ATTEMPTS => {
-                    tracing::warn!(%error, attempts, "intake transaction lost its database connection; trying again on another");
-                    attempts += 1;
+                Err(error)
+                    if is_lost_connection(&error)
+                        && lost + 1 < LOST_CONNECTION_ATTEMPTS
+                        && started.elapsed() < LOST_CONNECTION_RETRIES_FOR =>
+                {
+                    lost += 1;
+                    tracing::warn!(%error, lost, "intake transaction lost its database connection; trying again on another");
                 }
                 result => return result,
             }
@@ -461,9 +472,11 @@ fn is_lost_connection(error: &DbErr) -> bool {
     if matches!(sqlx_error(error), Some(Error::Io(_) | Error::WorkerCrashed)) {
         return true;
     }
-    // Class 08 (connection exception) and 57P01–57P03 (the server shut down or cannot connect now).
-    sqlstate(error)
-        .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
+    // Class 08 (connection exception), 57P01–57P03 (the server shut down or cannot connect now) and
+    // 57P05 (the server's `idle_session_timeout` ended the connection).
+    sqlstate(error).is_some_and(|code| {
+        code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
+    })
 }
 
 #[cfg(test)]
@@ -563,7 +576,8 @@ mod tests {
         let admin = sea_orm::Database::connect(admin_url.as_str())
             .await
             .unwrap();
-        let name = format!("fastpix_sync_lost_connections_{}", std::process::id());
+        // A fixed name: a run that fails before its DROP leaves the database to the next run's.
+        let name = "fastpix_sync_test_lost_connections";
         let run = |sql: String| {
             let admin = admin.clone();
             async move { admin.execute_unprepared(&sql).await.unwrap() }
