@@ -162,12 +162,60 @@ pub async fn check_ready(db: &DatabaseConnection) -> Result<(), String> {
     }
 }
 
+/// For tests on PostgreSQL: its server, and a database of a test's own.
+#[cfg(test)]
+pub(crate) mod scratch {
+    use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+
+    /// The PostgreSQL server of `TEST_DATABASE_URL`, when the tests run on it.
+    pub fn postgres_url() -> Option<String> {
+        std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+    }
+
+    /// A database made for one test on the server of `admin_url`; [`ScratchDb::remove`] drops it. Its name
+    /// is the test's, not the run's: a run that fails before removing it leaves it to the next run, which
+    /// drops it first.
+    pub struct ScratchDb {
+        /// A connection to the server's own database, for what a test does from outside.
+        pub admin: DatabaseConnection,
+        pub name: String,
+        pub url: String,
+    }
+
+    impl ScratchDb {
+        pub async fn create(admin_url: &str, name: &str) -> Self {
+            let admin = Database::connect(admin_url).await.unwrap();
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("CREATE DATABASE {name}"),
+            ] {
+                admin.execute_unprepared(&sql).await.unwrap();
+            }
+            let mut url = url::Url::parse(admin_url).unwrap();
+            url.set_path(&format!("/{name}"));
+            Self {
+                admin,
+                name: name.to_owned(),
+                url: url.into(),
+            }
+        }
+
+        pub async fn remove(self) {
+            let sql = format!("DROP DATABASE {} WITH (FORCE)", self.name);
+            self.admin.execute_unprepared(&sql).await.unwrap();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, TryGetable};
 
+    use super::scratch::{ScratchDb, postgres_url};
     use super::{
         connect, connect_and_migrate, connect_with, sets_statement_cache, writer_connection,
     };
@@ -245,13 +293,6 @@ mod tests {
         let kept: i64 = scalar(&txn, "SELECT count(*) FROM pg_prepared_statements").await;
         txn.rollback().await.unwrap();
         kept
-    }
-
-    /// The PostgreSQL server of `TEST_DATABASE_URL`, when the tests run on it.
-    fn postgres_url() -> Option<String> {
-        std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|url| !url.is_empty())
     }
 
     #[tokio::test]
@@ -335,24 +376,14 @@ mod tests {
     #[tokio::test]
     async fn a_plan_cache_mode_set_for_the_database_is_kept() {
         let Some(url) = postgres_url() else { return };
-        let admin = connect(&url).await.unwrap();
-        let name = format!("fastpix_sync_plan_mode_{}", std::process::id());
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name}"),
-            format!("CREATE DATABASE {name}"),
-            format!("ALTER DATABASE {name} SET plan_cache_mode = force_generic_plan"),
-        ] {
-            admin.execute_unprepared(&sql).await.unwrap();
-        }
-        let mut own = url::Url::parse(&url).unwrap();
-        own.set_path(&format!("/{name}"));
-        let db = connect(own.as_str()).await.unwrap();
+        let scratch = ScratchDb::create(&url, "fastpix_sync_test_plan_mode").await;
+        let set = "SET plan_cache_mode = force_generic_plan";
+        let sql = format!("ALTER DATABASE {} {set}", scratch.name);
+        scratch.admin.execute_unprepared(&sql).await.unwrap();
+        let db = connect(&scratch.url).await.unwrap();
         let mode: String = scalar(&db, "SELECT current_setting('plan_cache_mode')").await;
         db.close().await.unwrap();
-        admin
-            .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .await
-            .unwrap();
+        scratch.remove().await;
         assert_eq!(mode, "force_generic_plan");
     }
 

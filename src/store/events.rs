@@ -225,6 +225,7 @@ mod tests {
     use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
     use crate::db::connect_and_migrate;
+    use crate::db::scratch::{ScratchDb, postgres_url};
     use crate::store::entities;
     use crate::store::script::Script;
 
@@ -254,28 +255,12 @@ mod tests {
     /// would find a deadlock after `deadlock_timeout`, 1 s by default, and abort one of them.)
     #[tokio::test]
     async fn on_postgres_the_counter_is_locked_after_the_entity_writes() {
-        let Some(admin_url) = std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|url| !url.is_empty())
-        else {
+        let Some(admin_url) = postgres_url() else {
             return;
         };
-        let admin = sea_orm::Database::connect(admin_url.as_str())
-            .await
-            .unwrap();
-        // A fixed name: a run that fails before its DROP leaves the database to the next run's.
-        let name = "fastpix_sync_test_lock_order";
-        admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await
-            .unwrap();
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let mut url = url::Url::parse(&admin_url).unwrap();
-        url.set_path(&format!("/{name}"));
-        let db = connect_and_migrate(url.as_str()).await.unwrap();
+        let scratch = ScratchDb::create(&admin_url, "fastpix_sync_test_lock_order").await;
+        let (admin, name) = (&scratch.admin, &scratch.name);
+        let db = connect_and_migrate(&scratch.url).await.unwrap();
         let raw = |sql: &str| Statement::from_string(DbBackend::Postgres, sql);
         db.execute_raw(raw(
             "INSERT INTO playback_id (id, media_id, access_policy, position) VALUES ('p', 'a', 'public', 0)",
@@ -337,10 +322,7 @@ mod tests {
         other.commit().await.unwrap();
         let position = writer.await.unwrap().unwrap();
         db.close().await.unwrap();
-        admin
-            .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .await
-            .unwrap();
+        scratch.remove().await;
         counter.expect("the counter is free while the writer waits for the playback id row");
         assert_eq!(position, Some(1));
     }

@@ -354,10 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn on_postgres_a_merged_script_does_what_its_statements_do_one_by_one() {
-        let Some(url) = std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|url| !url.is_empty())
-        else {
+        let Some(url) = crate::db::scratch::postgres_url() else {
             return;
         };
         let db = Database::connect(url.as_str()).await.unwrap();

@@ -485,6 +485,7 @@ mod tests {
     use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
 
     use super::{Delivery, Writer};
+    use crate::db::scratch::{ScratchDb, postgres_url};
     use crate::db::{connect_and_migrate, writer_connection};
     use crate::events::cache::PlaybackCache;
     use crate::events::{Bus, Publisher};
@@ -567,39 +568,25 @@ mod tests {
     /// stored all the same: each lost connection fails an attempt and is dropped.
     #[tokio::test]
     async fn on_postgres_a_delivery_is_stored_after_its_connections_were_ended() {
-        let Some(admin_url) = std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|url| !url.is_empty())
-        else {
+        let Some(admin_url) = postgres_url() else {
             return;
         };
-        let admin = sea_orm::Database::connect(admin_url.as_str())
-            .await
-            .unwrap();
-        // A fixed name: a run that fails before its DROP leaves the database to the next run's.
-        let name = "fastpix_sync_test_lost_connections";
-        let run = |sql: String| {
-            let admin = admin.clone();
-            async move { admin.execute_unprepared(&sql).await.unwrap() }
-        };
-        run(format!("DROP DATABASE IF EXISTS {name}")).await;
-        run(format!("CREATE DATABASE {name}")).await;
-        let mut url = url::Url::parse(&admin_url).unwrap();
-        url.set_path(&format!("/{name}"));
-        let db = connect_and_migrate(url.as_str()).await.unwrap();
+        let scratch = ScratchDb::create(&admin_url, "fastpix_sync_test_lost_connections").await;
+        let db = connect_and_migrate(&scratch.url).await.unwrap();
         let intake = Intake::new(db.clone(), Secrets::default(), direct(), Metrics::new());
         let first = intake.ingest(MEDIA_CREATED.as_bytes(), None).await.unwrap();
         assert_eq!(first.reply.status(), "applied");
         let open = db.get_postgres_connection_pool().size();
-        run(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-        ))
-        .await;
+        let end_all = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            scratch.name
+        );
+        scratch.admin.execute_unprepared(&end_all).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let next = intake.ingest(MEDIA_READY.as_bytes(), None).await;
         drop(intake);
         db.close().await.unwrap();
-        run(format!("DROP DATABASE {name} WITH (FORCE)")).await;
+        scratch.remove().await;
         assert!(open > 0);
         assert_eq!(next.unwrap().reply.status(), "applied");
     }
