@@ -399,17 +399,7 @@ mod tests {
         let pid: i32 = scalar(&db, "SELECT pg_backend_pid()").await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(db.get_postgres_connection_pool().size(), 1);
-        let ended: bool = admin
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_terminate_backend($1)",
-                [pid.into()],
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get_by_index(0)
-            .unwrap();
+        let ended: bool = scalar(&admin, &format!("SELECT pg_terminate_backend({pid})")).await;
         assert!(ended);
         tokio::time::sleep(Duration::from_millis(300)).await;
         // The test before the hand-out finds the connection dead: the statement runs on a new one.

@@ -5,9 +5,9 @@ use sea_orm::sea_query::OnConflict;
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, IdenStatic,
-    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder, QueryTrait,
-    Related,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityName, EntityTrait, ExprTrait,
+    IdenStatic, IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryOrder,
+    QueryTrait, Related,
 };
 
 use super::script::Script;
@@ -104,7 +104,7 @@ where
     )
     .on_conflict(OnConflict::columns(keys).update_columns(others).to_owned())
     .into_query();
-    script.push(&insert);
+    script.push_write(E::default().table_name(), insert);
 }
 
 /// Adds to `script` one statement that deletes the playback ids of `owners`, to save their new lists
@@ -127,7 +127,7 @@ pub fn delete_playback_ids(script: &mut Script, owners: &[Owner<'_>]) {
                 .or(playback_id::Column::LiveStreamId.is_in(live)),
         )
         .into_query();
-    script.push(&delete);
+    script.push_write(playback_id::Entity.table_name(), delete);
 }
 
 /// The stored row of a playback id: which media or stream plays it, if it is known.

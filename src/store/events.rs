@@ -48,9 +48,9 @@ pub async fn stored_ids<'i>(
 /// round trip it saves: a subquery per row on the counter's table did (0.68–0.81× the baseline's ingest
 /// rate against 0.88–0.96×), and so did one per row on the increment as a `WITH` query of the insert
 /// (0.60–0.87× against 0.76–0.90×, five runs each in turns, 2026-12-03). With `notify` the increment
-/// also tells every instance
-/// listening (`LISTEN`) that the events up to the last position are committed: PostgreSQL sends the
-/// notification on commit, in commit order, and not at all on rollback. The increment does not join the
+/// also tells every instance listening (`LISTEN`) that the events up to the last position are
+/// committed: PostgreSQL sends the notification on commit, in commit order, and not at all on
+/// rollback. The increment does not join the
 /// entity writes' statement: PostgreSQL runs a `WITH` query nobody reads after the statement's main
 /// query, so the counter would be locked before the entity rows, and a writer waiting for a playback id
 /// row another writer holds would hold the counter that writer needs to commit: a deadlock.

@@ -5,20 +5,22 @@
 //! their parameters in order, in one such trip.
 //!
 //! On PostgreSQL, whose extended protocol takes one statement per call, consecutive writes to distinct
-//! tables go in one statement, each but the last as a data-modifying `WITH` query
-//! (`WITH w0 AS (INSERT …), w1 AS (UPDATE …) INSERT …`). PostgreSQL runs every part of such a statement
-//! to completion, whether or not its output is read, all on one snapshot: no part sees another's
-//! changes. So a write to a table an earlier write of the group touched starts the next statement,
-//! and so does anything that is not an `INSERT`, `UPDATE` or `DELETE` (a `SELECT` would not see the
-//! group's writes). The parts run in no order PostgreSQL promises (PostgreSQL 15 runs the main query
-//! first, then the `WITH` queries nobody reads, last to first), and so take their row locks: a write whose lock must come after the others' (the
-//! event log's counter) runs after the script, on its own.
+//! tables ([`Script::push_write`]) go in one statement, each but the last as a data-modifying `WITH`
+//! query (`WITH w0 AS (INSERT …), w1 AS (UPDATE …) INSERT …`). PostgreSQL runs every part of such a
+//! statement to completion, whether or not its output is read, all on one snapshot: no part sees
+//! another's changes. So a write to a table an earlier write of the group touched starts the next
+//! statement, and so does any other statement ([`Script::push`]; a `SELECT` would not see the group's
+//! writes). The parts run in no order PostgreSQL promises (PostgreSQL 15 runs the main query first,
+//! then the `WITH` queries nobody reads, last to first), and so take their row locks: a write whose
+//! lock must come after the others' (the event log's counter) runs after the script, on its own. A
+//! merged statement carries its parts' parameters together, so more than PostgreSQL's 65,535 fail it
+//! (the intake writer then stores its deliveries one by one, each in a smaller script).
 
-use sea_orm::sea_query::{Alias, CommonTableExpression, SubQueryStatement, WithClause};
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, DeleteStatement, InsertStatement, SubQueryStatement,
+    UpdateStatement, WithClause,
+};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, StatementBuilder};
-
-/// The most parameters one PostgreSQL statement may carry (its protocol counts them in 16 bits).
-const POSTGRES_MAX_PARAMETERS: usize = u16::MAX as usize;
 
 /// Statements to run in order, in one transaction the caller holds.
 pub struct Script {
@@ -26,12 +28,22 @@ pub struct Script {
     statements: Vec<Step>,
 }
 
-/// A statement, and on PostgreSQL what merging it takes: the table it writes, and the statement to
-/// nest in a `WITH` query.
-struct Step {
-    built: Statement,
-    writes: Option<(String, SubQueryStatement)>,
+enum Step {
+    /// Built as pushed, and sent on its own (on SQLite, every statement).
+    Built(Statement),
+    /// On PostgreSQL, a write to `table`, built when the script runs, with the writes next to it.
+    Write {
+        table: String,
+        query: Box<SubQueryStatement>,
+    },
 }
+
+/// An `INSERT`, `UPDATE` or `DELETE`: what [`Script::push_write`] takes.
+pub trait Write: StatementBuilder + Into<SubQueryStatement> {}
+
+impl Write for InsertStatement {}
+impl Write for UpdateStatement {}
+impl Write for DeleteStatement {}
 
 impl Script {
     pub fn new(backend: DbBackend) -> Self {
@@ -41,22 +53,28 @@ impl Script {
         }
     }
 
-    /// Adds a statement. Only the last statement of a script may return rows (on SQLite, the rows of
-    /// every statement come back together; on PostgreSQL, those of the others are dropped). A statement
-    /// must not read a table an earlier statement of the script writes, other than the one it writes
-    /// itself: on PostgreSQL it may run in the same statement as that write, and not see it. On SQLite,
-    /// its parameters must be plain `?` ones, as sea-query writes them: a numbered `?1` would take the
-    /// script's first value.
-    pub fn push<S>(&mut self, statement: &S)
-    where
-        S: StatementBuilder + Clone + Into<SubQueryStatement>,
-    {
-        let built = self.backend.build(statement);
-        let writes = (self.backend == DbBackend::Postgres)
-            .then(|| written_table(&built.sql))
-            .flatten()
-            .map(|table| (table.to_owned(), statement.clone().into()));
-        self.statements.push(Step { built, writes });
+    /// Adds a statement, sent on its own on PostgreSQL. Only the last statement of a script may return
+    /// rows (on SQLite, the rows of every statement come back together; on PostgreSQL, those of the
+    /// others are dropped). On SQLite, its parameters must be plain `?` ones, as sea-query writes them:
+    /// a numbered `?1` would take the script's first value.
+    pub fn push(&mut self, statement: &impl StatementBuilder) {
+        self.statements
+            .push(Step::Built(self.backend.build(statement)));
+    }
+
+    /// Adds a write to `table`, which on PostgreSQL may run in one statement with the writes to other
+    /// tables next to it: it must not read a table another write of the script writes (it might not
+    /// see that write).
+    pub fn push_write(&mut self, table: &str, statement: impl Write) {
+        self.statements
+            .push(if self.backend == DbBackend::Postgres {
+                Step::Write {
+                    table: table.to_owned(),
+                    query: Box::new(statement.into()),
+                }
+            } else {
+                Step::Built(self.backend.build(&statement))
+            });
     }
 
     /// Runs the statements in order, stopping at the first that fails, and returns the rows of the last
@@ -74,35 +92,28 @@ impl Script {
     }
 
     /// The statements sent to the database, in order: one on SQLite; on PostgreSQL, one per group of
-    /// consecutive writes to distinct tables, and one for each other statement.
+    /// consecutive writes to distinct tables, and one for each other statement. Each is built once.
     fn into_statements(self) -> Vec<Statement> {
-        if self.backend == DbBackend::Sqlite {
+        let backend = self.backend;
+        if backend == DbBackend::Sqlite {
             return join_for_sqlite(self.statements);
         }
-        let backend = self.backend;
         let mut statements = Vec::new();
-        let mut group: Vec<Step> = Vec::new();
-        let mut parameters = 0;
+        let mut group: Vec<(String, SubQueryStatement)> = Vec::new();
         for step in self.statements {
-            let count = step.built.values.as_ref().map_or(0, |v| v.0.len());
-            let joins = step.writes.as_ref().is_some_and(|(table, _)| {
-                parameters + count <= POSTGRES_MAX_PARAMETERS
-                    && group.iter().all(|other| {
-                        other
-                            .writes
-                            .as_ref()
-                            .is_some_and(|(other, _)| other != table)
-                    })
-            });
-            if !joins && !group.is_empty() {
-                statements.push(merge(backend, std::mem::take(&mut group)));
-                parameters = 0;
-            }
-            if step.writes.is_some() {
-                parameters += count;
-                group.push(step);
-            } else {
-                statements.push(step.built);
+            match step {
+                Step::Write { table, query } => {
+                    if group.iter().any(|(other, _)| *other == table) {
+                        statements.push(merge(backend, std::mem::take(&mut group)));
+                    }
+                    group.push((table, *query));
+                }
+                Step::Built(statement) => {
+                    if !group.is_empty() {
+                        statements.push(merge(backend, std::mem::take(&mut group)));
+                    }
+                    statements.push(statement);
+                }
             }
         }
         if !group.is_empty() {
@@ -112,24 +123,20 @@ impl Script {
     }
 }
 
-/// The table an `INSERT`, `UPDATE` or `DELETE` that sea-query built writes (quoted as written), or
-/// `None` for any other statement.
-fn written_table(sql: &str) -> Option<&str> {
-    let rest = ["INSERT INTO ", "UPDATE ", "DELETE FROM "]
-        .iter()
-        .find_map(|verb| sql.strip_prefix(verb))?;
-    rest.split_whitespace().next()
-}
-
 /// One statement doing what the writes of `group` do: the last one, with the others as `WITH` queries.
-fn merge(backend: DbBackend, mut group: Vec<Step>) -> Statement {
-    let last = group.pop().expect("a group has a statement");
+fn merge(backend: DbBackend, mut group: Vec<(String, SubQueryStatement)>) -> Statement {
+    let (_, last) = group.pop().expect("a group has a write");
     if group.is_empty() {
-        return last.built;
+        return match last {
+            SubQueryStatement::InsertStatement(s) => backend.build(&s),
+            SubQueryStatement::UpdateStatement(s) => backend.build(&s),
+            SubQueryStatement::DeleteStatement(s) => backend.build(&s),
+            SubQueryStatement::SelectStatement(s) => backend.build(&s),
+            SubQueryStatement::WithStatement(s) => backend.build(&s),
+        };
     }
     let mut with = WithClause::new();
-    for (n, step) in group.into_iter().enumerate() {
-        let (_, query) = step.writes.expect("a group holds writes");
+    for (n, (_, query)) in group.into_iter().enumerate() {
         with.cte(
             CommonTableExpression::new()
                 .query(query)
@@ -137,24 +144,30 @@ fn merge(backend: DbBackend, mut group: Vec<Step>) -> Statement {
                 .to_owned(),
         );
     }
-    let (_, last) = last.writes.expect("a group holds writes");
     backend.build(&with.query(last))
 }
 
 /// One string of every statement, with their parameters in order: sqlx numbers the plain `?` parameters
 /// of each statement on from those of the ones before it.
 fn join_for_sqlite(steps: Vec<Step>) -> Vec<Statement> {
-    if steps.is_empty() {
+    let statements: Vec<Statement> = steps
+        .into_iter()
+        .map(|step| match step {
+            Step::Built(statement) => statement,
+            Step::Write { .. } => unreachable!("writes are built as pushed on SQLite"),
+        })
+        .collect();
+    if statements.is_empty() {
         return Vec::new();
     }
-    let sql = steps
+    let sql = statements
         .iter()
-        .map(|step| step.built.sql.as_str())
+        .map(|statement| statement.sql.as_str())
         .collect::<Vec<_>>()
         .join(";\n");
-    let values = steps
+    let values = statements
         .into_iter()
-        .flat_map(|step| step.built.values.map(|v| v.0).unwrap_or_default());
+        .flat_map(|statement| statement.values.map(|v| v.0).unwrap_or_default());
     vec![Statement::from_sql_and_values(
         DbBackend::Sqlite,
         sql,
@@ -170,7 +183,7 @@ mod tests {
         TransactionTrait,
     };
 
-    use super::{POSTGRES_MAX_PARAMETERS, Script};
+    use super::Script;
 
     /// An in-memory database (kept open by the returned connection) and a transaction in which `table`
     /// is made.
@@ -187,13 +200,7 @@ mod tests {
             with_table("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL)").await;
         let (t, k, n) = (Alias::new("t"), Alias::new("k"), Alias::new("n"));
         let mut script = Script::new(DbBackend::Sqlite);
-        script.push(
-            Query::insert()
-                .into_table(t.clone())
-                .columns([k.clone(), n.clone()])
-                .values_panic(["a".into(), 1.into()])
-                .values_panic(["b".into(), 2.into()]),
-        );
+        script.push(&insert("t", &[("a", 1), ("b", 2)]));
         script.push(
             Query::update()
                 .table(t.clone())
@@ -207,47 +214,37 @@ mod tests {
                 .and_where(Expr::col(n.clone()).gt(0))
                 .order_by(k, Order::Asc),
         );
-        let rows: Vec<(String, i64)> = script
-            .run(&txn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| (row.try_get("", "k").unwrap(), row.try_get("", "n").unwrap()))
-            .collect();
+        let rows = key_values(script.run(&txn).await.unwrap());
         assert_eq!(rows, [("a".to_owned(), 1), ("b".to_owned(), 12)]);
     }
 
     #[tokio::test]
     async fn on_sqlite_a_script_stops_at_its_first_failing_statement() {
-        let (_db, txn) = with_table("CREATE TABLE t (k TEXT PRIMARY KEY)").await;
-        let (t, k) = (Alias::new("t"), Alias::new("k"));
-        let insert = |key: &str| {
-            Query::insert()
-                .into_table(t.clone())
-                .columns([k.clone()])
-                .values_panic([key.into()])
-                .to_owned()
-        };
+        let (_db, txn) =
+            with_table("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL)").await;
         let mut script = Script::new(DbBackend::Sqlite);
-        script.push(&insert("a"));
-        script.push(&insert("a"));
-        script.push(&insert("b"));
+        script.push(&insert("t", &[("a", 0)]));
+        script.push(&insert("t", &[("a", 0)]));
+        script.push(&insert("t", &[("b", 0)]));
         assert!(script.run(&txn).await.is_err(), "the second insert fails");
-        let keys: Vec<String> = txn
-            .query_all_raw(sea_orm::Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT k FROM t ORDER BY k",
-            ))
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.try_get("", "k").unwrap())
-            .collect();
         assert_eq!(
-            keys,
-            ["a"],
+            select(&txn, "SELECT k, n FROM t ORDER BY k").await,
+            [("a".to_owned(), 0)],
             "the statement after the failing one did not run"
         );
+    }
+
+    /// The (k, n) of each row.
+    fn key_values(rows: Vec<sea_orm::QueryResult>) -> Vec<(String, i64)> {
+        rows.iter()
+            .map(|row| (row.try_get("", "k").unwrap(), row.try_get("", "n").unwrap()))
+            .collect()
+    }
+
+    /// The (k, n) of the rows `sql` returns.
+    async fn select(db: &impl ConnectionTrait, sql: &str) -> Vec<(String, i64)> {
+        let statement = sea_orm::Statement::from_string(db.get_database_backend(), sql);
+        key_values(db.query_all_raw(statement).await.unwrap())
     }
 
     /// Inserts `rows` of (k, n) into `table`.
@@ -272,19 +269,23 @@ mod tests {
             Alias::new("n"),
         );
         let mut script = Script::new(backend);
-        script.push(&insert("t", &[("a", 1), ("b", 2)]));
-        script.push(&insert("u", &[("x", 10)]));
-        script.push(
+        script.push_write("t", insert("t", &[("a", 1), ("b", 2)]));
+        script.push_write("u", insert("u", &[("x", 10)]));
+        script.push_write(
+            "t",
             Query::delete()
                 .from_table(t.clone())
-                .and_where(Expr::col(k.clone()).eq("a")),
+                .and_where(Expr::col(k.clone()).eq("a"))
+                .to_owned(),
         );
-        script.push(&insert("t", &[("a", 5)]));
-        script.push(
+        script.push_write("t", insert("t", &[("a", 5)]));
+        script.push_write(
+            "u",
             Query::update()
                 .table(u)
                 .value(n.clone(), Expr::col(n.clone()).add(1))
-                .and_where(Expr::col(k.clone()).eq("x")),
+                .and_where(Expr::col(k.clone()).eq("x"))
+                .to_owned(),
         );
         script.push(
             Query::select()
@@ -326,38 +327,12 @@ mod tests {
         assert_eq!(mixed(DbBackend::Sqlite).into_statements().len(), 1);
     }
 
-    #[test]
-    fn on_postgres_a_statement_stays_within_the_parameter_limit() {
-        // 65,534 parameters, then one and one more: the first makes 65,535, the limit; the second would
-        // pass it.
-        let rows: Vec<(String, i64)> = (0..POSTGRES_MAX_PARAMETERS as i64 / 2)
-            .map(|n| (format!("k{n}"), n))
-            .collect();
-        let rows: Vec<(&str, i64)> = rows.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-        let delete = |table: &str| {
-            Query::delete()
-                .from_table(Alias::new(table))
-                .and_where(Expr::col(Alias::new("k")).eq("a"))
-                .to_owned()
-        };
-        let mut script = Script::new(DbBackend::Postgres);
-        script.push(&insert("t", &rows));
-        script.push(&delete("u"));
-        script.push(&delete("v"));
-        let counts: Vec<usize> = script
-            .into_statements()
-            .iter()
-            .map(|s| s.values.as_ref().map_or(0, |v| v.0.len()))
-            .collect();
-        assert_eq!(counts, [POSTGRES_MAX_PARAMETERS, 1]);
-    }
-
-    #[tokio::test]
-    async fn on_postgres_a_merged_script_does_what_its_statements_do_one_by_one() {
-        let Some(url) = crate::db::scratch::postgres_url() else {
-            return;
-        };
-        let db = Database::connect(url.as_str()).await.unwrap();
+    /// On the PostgreSQL of `TEST_DATABASE_URL`, if any, a transaction in which the temporary tables t
+    /// and u of (k, n) are made.
+    async fn postgres_tables() -> Option<(DatabaseConnection, DatabaseTransaction)> {
+        let db = Database::connect(crate::db::scratch::postgres_url()?.as_str())
+            .await
+            .unwrap();
         let txn = db.begin().await.unwrap();
         for table in ["t", "u"] {
             txn.execute_unprepared(&format!(
@@ -366,29 +341,40 @@ mod tests {
             .await
             .unwrap();
         }
-        let read = |row: &sea_orm::QueryResult| -> (String, i64) {
-            (row.try_get("", "k").unwrap(), row.try_get("", "n").unwrap())
+        Some((db, txn))
+    }
+
+    #[tokio::test]
+    async fn on_postgres_a_merged_script_does_what_its_statements_do_one_by_one() {
+        let Some((_db, txn)) = postgres_tables().await else {
+            return;
         };
-        let t: Vec<_> = mixed(DbBackend::Postgres)
-            .run(&txn)
-            .await
-            .unwrap()
-            .iter()
-            .map(read)
-            .collect();
+        let t = key_values(mixed(DbBackend::Postgres).run(&txn).await.unwrap());
         // The delete saw the insert before it, and the insert after it saw the delete.
         assert_eq!(t, [("a".to_owned(), 5), ("b".to_owned(), 2)]);
-        let u: Vec<_> = txn
-            .query_all_raw(sea_orm::Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT k, n FROM u",
-            ))
-            .await
-            .unwrap()
-            .iter()
-            .map(read)
-            .collect();
+        let u = select(&txn, "SELECT k, n FROM u").await;
         assert_eq!(u, [("x".to_owned(), 11)]);
+        txn.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn on_postgres_a_merged_statement_over_the_parameter_limit_fails() {
+        let Some((_db, txn)) = postgres_tables().await else {
+            return;
+        };
+        // 65,534 parameters, then 2 in a write to another table: one statement of 65,536.
+        let rows: Vec<(String, i64)> = (0..i64::from(u16::MAX) / 2)
+            .map(|n| (format!("k{n}"), n))
+            .collect();
+        let rows: Vec<(&str, i64)> = rows.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        let script = || {
+            let mut script = Script::new(DbBackend::Postgres);
+            script.push_write("t", insert("t", &rows));
+            script.push_write("u", insert("u", &[("x", 1)]));
+            script
+        };
+        assert_eq!(script().into_statements().len(), 1);
+        assert!(script().run(&txn).await.is_err());
         txn.rollback().await.unwrap();
     }
 }

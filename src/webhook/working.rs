@@ -10,8 +10,7 @@
 //!    [`Working::load`]);
 //! 3. applies each delivery in arrival order against these states in memory;
 //! 4. writes what changed at the end, in a few multi-row statements ([`Working::write`]), sent together
-//!    with the event log's on SQLite, and in one or two statements with the log's counter on PostgreSQL
-//!    (`store::script`).
+//!    with the event log's on SQLite, and in one or two statements on PostgreSQL (`store::script`).
 //!
 //! This is the same as applying the deliveries one by one against the database, because nothing else
 //! writes these entities meanwhile (their locks are held; on SQLite the writer is the only one) and the
