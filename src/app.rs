@@ -10,6 +10,7 @@ use crate::config::{Settings, redact_url};
 use crate::events::cache::PlaybackCache;
 use crate::events::relay::{Inbox, Relay};
 use crate::events::{Bus, Publisher};
+use crate::graphql::documents::Documents;
 use crate::graphql::fanout::Fanout;
 use crate::graphql::{AdminToken, AppSchema};
 use crate::http::ws::WsConfig;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub schema: AppSchema,
     /// Shared executions of identical entity subscriptions.
     pub fanout: Fanout,
+    /// Parsed GraphQL documents, kept by their text.
+    pub documents: Documents,
     /// Unlocks admin-only fields.
     pub admin: AdminToken,
     /// Prometheus metrics.
@@ -156,7 +159,13 @@ impl Application {
             cache,
         }));
         let admin = AdminToken::new(settings.admin_token.as_deref());
-        let fanout = Fanout::new(schema.clone(), db.clone(), metrics.clone());
+        let documents = Documents::default();
+        let fanout = Fanout::new(
+            schema.clone(),
+            db.clone(),
+            metrics.clone(),
+            documents.clone(),
+        );
         Ok(Self {
             listener,
             stopping,
@@ -168,6 +177,7 @@ impl Application {
                 bus,
                 schema,
                 fanout,
+                documents,
                 admin,
                 metrics,
                 ws: WsConfig::default(),

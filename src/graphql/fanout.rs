@@ -27,6 +27,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::AbortHandle;
 
+use super::documents::Documents;
 use super::{AppSchema, Role, loaders};
 use crate::metrics::{GaugeGuard, Metrics};
 
@@ -109,6 +110,7 @@ pub struct Fanout {
     schema: AppSchema,
     db: DatabaseConnection,
     metrics: Metrics,
+    documents: Documents,
     running: Arc<Mutex<Registry>>,
 }
 
@@ -131,11 +133,17 @@ impl Registry {
 }
 
 impl Fanout {
-    pub fn new(schema: AppSchema, db: DatabaseConnection, metrics: Metrics) -> Self {
+    pub fn new(
+        schema: AppSchema,
+        db: DatabaseConnection,
+        metrics: Metrics,
+        documents: Documents,
+    ) -> Self {
         Self {
             schema,
             db,
             metrics,
+            documents,
             running: Arc::default(),
         }
     }
@@ -143,7 +151,7 @@ impl Fanout {
     /// The subscription's messages from a shared execution, or the request back when it is not a shareable
     /// entity subscription (the caller runs it alone).
     #[allow(clippy::result_large_err)]
-    pub fn subscribe(&self, request: Request, role: Role) -> Result<Frames, Request> {
+    pub fn subscribe(&self, mut request: Request, role: Role) -> Result<Frames, Request> {
         if !request.extensions.is_empty() {
             return Err(request);
         }
@@ -157,10 +165,13 @@ impl Fanout {
             variables,
         };
         // A key in the registry was found shareable when its first execution started; a new one is parsed
-        // here, outside the lock.
+        // here (or its document taken from those kept), outside the lock, and runs that document.
         let known = self.registry().executions.contains_key(&key);
-        if !known && !shareable(&request) {
-            return Err(request);
+        if !known {
+            self.documents.parse(&mut request);
+            if !shareable(&mut request) {
+                return Err(request);
+            }
         }
         let execution = {
             let mut running = self.registry();
@@ -250,11 +261,12 @@ impl Fanout {
 }
 
 /// Whether `request` selects exactly one shareable root field of a subscription.
-fn shareable(request: &Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+fn shareable(request: &mut Request) -> bool {
+    let operation_name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
         return false;
     };
-    let operation = match (&document.operations, &request.operation_name) {
+    let operation = match (&document.operations, &operation_name) {
         (DocumentOperations::Single(operation), _) => operation,
         (DocumentOperations::Multiple(operations), Some(name)) => {
             match operations.get(name.as_str()) {

@@ -1,6 +1,7 @@
 //! The GraphQL API (SPEC §4): schema, per-request context (role, loaders), and error codes.
 
 pub mod auth;
+pub mod documents;
 pub mod errors;
 pub mod fanout;
 pub mod loaders;

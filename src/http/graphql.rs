@@ -33,8 +33,13 @@ async fn post_graphql(
 }
 
 /// Runs one HTTP GraphQL request and counts it.
-async fn execute(state: &AppState, request: async_graphql::Request, role: Role) -> GraphQLResponse {
+async fn execute(
+    state: &AppState,
+    mut request: async_graphql::Request,
+    role: Role,
+) -> GraphQLResponse {
     let operation = super::ws::operation_kind(&request.query);
+    state.documents.parse(&mut request);
     let response = with_error_codes(
         state
             .schema

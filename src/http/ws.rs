@@ -284,7 +284,8 @@ async fn handle(
 }
 
 /// Runs an operation for this subscriber only (anything but an entity subscription).
-fn alone(state: &AppState, session: &Session, request: async_graphql::Request) -> Frames {
+fn alone(state: &AppState, session: &Session, mut request: async_graphql::Request) -> Frames {
+    state.documents.parse(&mut request);
     let responses = state
         .schema
         .execute_stream_with_session_data(request, session.data.clone())
