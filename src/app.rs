@@ -159,13 +159,8 @@ impl Application {
             cache,
         }));
         let admin = AdminToken::new(settings.admin_token.as_deref());
-        let documents = Documents::default();
-        let fanout = Fanout::new(
-            schema.clone(),
-            db.clone(),
-            metrics.clone(),
-            documents.clone(),
-        );
+        let documents = Documents::new(&metrics);
+        let fanout = Fanout::new(schema.clone(), db.clone(), metrics.clone());
         Ok(Self {
             listener,
             stopping,

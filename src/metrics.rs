@@ -30,6 +30,8 @@ struct Inner {
     shared_executions: IntGauge,
     /// GraphQL operations by type (`query`, `subscription`) and outcome (`ok`, `error`).
     graphql_requests: IntCounterVec,
+    /// GraphQL documents by where their parsed form came from (`graphql::documents`).
+    graphql_documents: IntCounterVec,
     /// Times the PostgreSQL relay lost its listener connection.
     relay_reconnects: IntCounter,
     /// Deliveries per intake group commit.
@@ -99,6 +101,14 @@ impl Metrics {
             ),
             &["operation", "outcome"],
         );
+        let graphql_documents = IntCounterVec::new(
+            Opts::new(
+                "graphql_documents_total",
+                "GraphQL documents by where their parsed form came from: kept (parsed for an earlier \
+                 request), parsed (and kept), not_kept (too long to keep, or not parsable)",
+            ),
+            &["source"],
+        );
         let relay_reconnects = IntCounter::new(
             "relay_reconnects_total",
             "Times the PostgreSQL change relay lost its listener connection and reconnected",
@@ -128,6 +138,7 @@ impl Metrics {
             subscriptions: register(&registry, subscriptions.expect(valid)),
             shared_executions: register(&registry, shared_executions.expect(valid)),
             graphql_requests: register(&registry, graphql_requests.expect(valid)),
+            graphql_documents: register(&registry, graphql_documents.expect(valid)),
             relay_reconnects: register(&registry, relay_reconnects.expect(valid)),
             intake_batch_size: register(&registry, intake_batch_size.expect(valid)),
             intake_batch_retries: register(&registry, intake_batch_retries.expect(valid)),
@@ -205,6 +216,11 @@ impl Metrics {
             ok: counter("ok"),
             error: counter("error"),
         }
+    }
+
+    /// The counter of GraphQL documents from `source` (`kept`, `parsed`, `not_kept`).
+    pub fn graphql_documents(&self, source: &str) -> IntCounter {
+        self.0.graphql_documents.with_label_values(&[source])
     }
 
     /// The Prometheus text exposition of every metric.

@@ -2,15 +2,16 @@
 //!
 //! async-graphql parses each request's document before it validates and runs it. For the small documents
 //! an application sends over and over (a player page's `mediaByPlaybackId`), parsing was the largest part
-//! of the server's work per request, more than validating and running it (BENCHMARKS.md, the query
-//! scenario). The same text always parses to the same document, so a document parsed once is kept here
-//! and handed to async-graphql with the request ([`Request::set_parsed_query`]). async-graphql still
-//! checks the document's depth, directives, validity and complexity for every request, as it does for a
-//! document it parsed itself; a document that does not parse is not kept, and async-graphql reports its
-//! syntax error as before.
+//! of the server's work per request: 18% of the server's CPU samples in the query benchmark, more than
+//! validating and running the requests (BENCHMARKS.md). The same text always parses to the same document,
+//! so a document parsed once is kept here and handed to async-graphql with the request
+//! ([`Request::set_parsed_query`]). async-graphql still checks the document's depth, directives, validity
+//! and complexity for every request, as it does for a document it parsed itself, and works on the
+//! request's own copy. A document that does not parse is not kept: async-graphql parses it again and
+//! reports its syntax error as before.
 //!
-//! The cache is bounded by the length of the texts it keeps: each at most [`MAX_TEXT`] (a longer one is
-//! parsed for each request, as before), and [`BUDGET`] in all, the least recently used going first.
+//! The cache is bounded by an estimate of its memory, [`BUDGET`], the least recently used documents going
+//! first; a text longer than [`MAX_TEXT`] is parsed for its request and not kept.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,73 +19,114 @@ use async_graphql::Request;
 use async_graphql::parser::parse_query;
 use async_graphql::parser::types::ExecutableDocument;
 use lru::LruCache;
+use prometheus::IntCounter;
+
+use crate::metrics::Metrics;
 
 /// Longest text kept, in bytes.
 pub const MAX_TEXT: usize = 4 * 1024;
-/// Text kept in all, in bytes. A parsed document takes 40 to 110 times the size of its text (measured
-/// with async-graphql-parser 7.2: 3.7 KiB for the 89 bytes of the benchmark's `mediaByPlaybackId`
-/// query, 415 KiB for 4 KiB of bare fields, the worst case), so the cache holds at most about 7 MiB.
-pub const BUDGET: usize = 64 * 1024;
+/// What the kept documents may take in all, in bytes, as [`charge`] estimates it.
+pub const BUDGET: usize = 16 * 1024 * 1024;
 
-/// Cheap to clone; one per instance.
-#[derive(Clone, Default)]
-pub struct Documents(Arc<Mutex<Kept>>);
-
-struct Kept {
-    documents: LruCache<String, ExecutableDocument>,
-    /// The length of every text kept, summed.
-    text: usize,
+/// An upper bound of the memory a parsed document of `text` takes, with its key. Measured with
+/// async-graphql-parser 7.2 (heap bytes, allocator overhead aside): the 89 bytes of the benchmark's
+/// `mediaByPlaybackId` query parse to 3.7 KiB; 4 KiB of bare fields to 415 KiB; 4 KiB of nested
+/// selections (`{a{b}a{b}…}`), the worst case found, to about 970 KiB; a tiny text (`{ab}`) to about
+/// 1 KiB.
+fn charge(text: &str) -> usize {
+    1024 + 256 * text.len()
 }
 
-impl Default for Kept {
-    fn default() -> Self {
-        Self {
-            documents: LruCache::unbounded(),
-            text: 0,
-        }
-    }
+/// Cheap to clone; one per instance.
+#[derive(Clone)]
+pub struct Documents(Arc<Shared>);
+
+struct Shared {
+    kept: Mutex<Kept>,
+    /// Requests by where their document came from.
+    from_cache: IntCounter,
+    parsed: IntCounter,
+    not_kept: IntCounter,
+}
+
+struct Kept {
+    documents: LruCache<String, Arc<ExecutableDocument>>,
+    /// The [`charge`] of every document kept, summed.
+    charged: usize,
 }
 
 impl Kept {
-    fn put(&mut self, text: String, document: ExecutableDocument) {
-        let length = text.len();
-        // Another request may have parsed and kept the same text meanwhile: then it is replaced.
-        if self.documents.put(text, document).is_none() {
-            self.text += length;
+    /// Keeps `document`; returns what that pushed out, to be dropped once the lock is released.
+    fn put(
+        &mut self,
+        text: String,
+        document: Arc<ExecutableDocument>,
+    ) -> Vec<Arc<ExecutableDocument>> {
+        let charged = charge(&text);
+        // Another request may have parsed and kept the same text meanwhile: it is then replaced.
+        let mut out: Vec<_> = self.documents.put(text, document).into_iter().collect();
+        if out.is_empty() {
+            self.charged += charged;
         }
-        while self.text > BUDGET {
-            let Some((text, _)) = self.documents.pop_lru() else {
+        while self.charged > BUDGET {
+            let Some((text, document)) = self.documents.pop_lru() else {
                 break;
             };
-            self.text -= text.len();
+            self.charged -= charge(&text);
+            out.push(document);
         }
+        out
     }
 }
 
 impl Documents {
-    fn lock(&self) -> MutexGuard<'_, Kept> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn new(metrics: &Metrics) -> Self {
+        Self(Arc::new(Shared {
+            kept: Mutex::new(Kept {
+                documents: LruCache::unbounded(),
+                charged: 0,
+            }),
+            from_cache: metrics.graphql_documents("kept"),
+            parsed: metrics.graphql_documents("parsed"),
+            not_kept: metrics.graphql_documents("not_kept"),
+        }))
     }
 
-    /// Gives `request` its parsed document: the one kept for its text, or parsed now and kept. A text
-    /// that does not parse, or longer than [`MAX_TEXT`], is left to async-graphql.
-    pub fn parse(&self, request: &mut Request) {
-        if request.query.len() > MAX_TEXT {
-            return;
-        }
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        self.0.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives `request` its parsed document: the one kept for its text, or parsed now (and kept, unless
+    /// the text is longer than [`MAX_TEXT`]). `false` when the text does not parse: async-graphql then
+    /// reports the error as it runs the request.
+    pub fn parse(&self, request: &mut Request) -> bool {
         let kept = self.lock().documents.get(&request.query).cloned();
+        // Copied outside the lock: async-graphql removes skipped fields from its copy.
         let document = match kept {
-            Some(document) => document,
+            Some(document) => {
+                self.0.from_cache.inc();
+                ExecutableDocument::clone(&document)
+            }
             None => {
-                // Parsed outside the lock.
                 let Ok(document) = parse_query(&request.query) else {
-                    return;
+                    self.0.not_kept.inc();
+                    return false;
                 };
-                self.lock().put(request.query.clone(), document.clone());
+                if request.query.len() > MAX_TEXT {
+                    self.0.not_kept.inc();
+                } else {
+                    self.0.parsed.inc();
+                    let text = request.query.clone();
+                    let kept = Arc::new(document.clone());
+                    // The guard goes at the end of this statement, what was pushed out after it.
+                    let out = self.lock().put(text, kept);
+                    drop(out);
+                }
                 document
             }
         };
         request.set_parsed_query(document);
+        true
     }
 }
 
@@ -107,57 +149,76 @@ mod tests {
         field.node.name.node.to_string()
     }
 
-    #[test]
-    fn a_text_is_parsed_once_and_its_document_handed_to_every_request_with_it() {
-        let documents = Documents::default();
-        let mut first = Request::new("{ health }");
-        documents.parse(&mut first);
-        assert_eq!(documents.lock().documents.len(), 1);
-        assert_eq!(field_of(&mut first), "health");
-        let mut second = Request::new("{ health }");
-        documents.parse(&mut second);
-        assert_eq!(documents.lock().documents.len(), 1);
-        assert_eq!(field_of(&mut second), "health");
-        let mut other = Request::new("{ other }");
-        documents.parse(&mut other);
-        assert_eq!(documents.lock().documents.len(), 2);
-        assert_eq!(field_of(&mut other), "other");
+    fn counts(documents: &Documents) -> [u64; 3] {
+        let shared = &documents.0;
+        [&shared.from_cache, &shared.parsed, &shared.not_kept].map(IntCounter::get)
     }
 
     #[test]
-    fn a_text_that_does_not_parse_or_is_too_long_is_left_to_async_graphql() {
-        let documents = Documents::default();
+    fn a_text_is_parsed_once_and_its_document_handed_to_every_request_with_it() {
+        let documents = Documents::new(&Metrics::new());
+        let mut first = Request::new("{ health }");
+        assert!(documents.parse(&mut first));
+        assert_eq!(field_of(&mut first), "health");
+        let mut second = Request::new("{ health }");
+        assert!(documents.parse(&mut second));
+        assert_eq!(field_of(&mut second), "health");
+        let mut other = Request::new("{ other }");
+        assert!(documents.parse(&mut other));
+        assert_eq!(field_of(&mut other), "other");
+        assert_eq!(documents.lock().documents.len(), 2);
+        assert_eq!(counts(&documents), [1, 2, 0]);
+    }
+
+    #[test]
+    fn a_text_that_does_not_parse_is_left_to_async_graphql_and_a_long_one_is_not_kept() {
+        let documents = Documents::new(&Metrics::new());
         let mut broken = Request::new("{ health ");
-        documents.parse(&mut broken);
-        assert!(documents.lock().documents.is_empty());
+        assert!(!documents.parse(&mut broken));
         assert!(
             broken.parsed_query().is_err(),
             "async-graphql parses it itself"
         );
         let long = format!("{{ health {} }}", " ".repeat(MAX_TEXT));
-        let mut long = Request::new(long);
-        documents.parse(&mut long);
+        for _ in 0..2 {
+            let mut request = Request::new(long.clone());
+            assert!(documents.parse(&mut request));
+            assert_eq!(field_of(&mut request), "health");
+        }
         assert!(documents.lock().documents.is_empty());
-        assert_eq!(field_of(&mut long), "health");
+        assert_eq!(documents.lock().charged, 0);
+        assert_eq!(counts(&documents), [0, 0, 3]);
     }
 
     #[test]
-    fn the_least_recently_used_documents_go_once_the_texts_kept_pass_the_budget() {
-        let documents = Documents::default();
+    fn the_same_text_kept_twice_is_charged_once() {
+        let documents = Documents::new(&Metrics::new());
+        let document = || Arc::new(parse_query("{ health }").unwrap());
+        let mut kept = documents.lock();
+        assert!(kept.put("{ health }".into(), document()).is_empty());
+        let out = kept.put("{ health }".into(), document());
+        assert_eq!(out.len(), 1, "the replaced document");
+        assert_eq!(kept.documents.len(), 1);
+        assert_eq!(kept.charged, charge("{ health }"));
+    }
+
+    #[test]
+    fn the_least_recently_used_documents_go_once_the_budget_is_passed() {
+        let documents = Documents::new(&Metrics::new());
         let text = |n: usize| format!("{{ f{n:04} {} }}", "x ".repeat(1_000));
-        let each = text(0).len();
+        let each = charge(&text(0));
         let fit = BUDGET / each;
         for n in 0..fit {
             documents.parse(&mut Request::new(text(n)));
         }
-        assert_eq!(documents.lock().text, fit * each);
+        assert_eq!(documents.lock().charged, fit * each);
         // Used again: the oldest now is 1. One more text passes the budget, and 1 goes.
         documents.parse(&mut Request::new(text(0)));
         documents.parse(&mut Request::new(text(fit)));
         let kept = documents.lock();
         assert_eq!(kept.documents.len(), fit);
-        assert_eq!(kept.text, fit * each);
-        assert!(kept.text <= BUDGET);
+        assert_eq!(kept.charged, fit * each);
+        assert!(kept.charged <= BUDGET);
         assert!(kept.documents.contains(&text(0)));
         assert!(!kept.documents.contains(&text(1)));
         assert!(kept.documents.contains(&text(2)));

@@ -27,7 +27,6 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::AbortHandle;
 
-use super::documents::Documents;
 use super::{AppSchema, Role, loaders};
 use crate::metrics::{GaugeGuard, Metrics};
 
@@ -110,7 +109,6 @@ pub struct Fanout {
     schema: AppSchema,
     db: DatabaseConnection,
     metrics: Metrics,
-    documents: Documents,
     running: Arc<Mutex<Registry>>,
 }
 
@@ -133,23 +131,18 @@ impl Registry {
 }
 
 impl Fanout {
-    pub fn new(
-        schema: AppSchema,
-        db: DatabaseConnection,
-        metrics: Metrics,
-        documents: Documents,
-    ) -> Self {
+    pub fn new(schema: AppSchema, db: DatabaseConnection, metrics: Metrics) -> Self {
         Self {
             schema,
             db,
             metrics,
-            documents,
             running: Arc::default(),
         }
     }
 
     /// The subscription's messages from a shared execution, or the request back when it is not a shareable
-    /// entity subscription (the caller runs it alone).
+    /// entity subscription (the caller runs it alone). The request's document is parsed here unless the
+    /// caller gave it one (`graphql::documents`).
     #[allow(clippy::result_large_err)]
     pub fn subscribe(&self, mut request: Request, role: Role) -> Result<Frames, Request> {
         if !request.extensions.is_empty() {
@@ -164,14 +157,11 @@ impl Fanout {
             operation_name: request.operation_name.clone(),
             variables,
         };
-        // A key in the registry was found shareable when its first execution started; a new one is parsed
-        // here (or its document taken from those kept), outside the lock, and runs that document.
+        // A key in the registry was found shareable when its first execution started; a new one is looked
+        // at here, outside the lock, and its execution runs the request's document.
         let known = self.registry().executions.contains_key(&key);
-        if !known {
-            self.documents.parse(&mut request);
-            if !shareable(&mut request) {
-                return Err(request);
-            }
+        if !known && !shareable(&mut request) {
+            return Err(request);
         }
         let execution = {
             let mut running = self.registry();

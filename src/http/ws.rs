@@ -245,14 +245,16 @@ async fn handle(
         ClientMessage::ConnectionInit { .. } => {
             Err(Close(4429, "Too many initialisation requests"))
         }
-        ClientMessage::Start { id, payload } => {
+        ClientMessage::Start { id, mut payload } => {
             if operations.contains_key(&id) {
                 return Err(Close(4409, "Subscriber for this id already exists"));
             }
             let operation = operation_kind(&payload.query);
-            // Only subscriptions can share an execution (a document the keyword test misreads runs alone).
+            let parsed = state.documents.parse(&mut payload);
+            // Only subscriptions can share an execution (a document the keyword test misreads runs alone,
+            // and so does one that does not parse: async-graphql reports its error).
             let shared = match operation {
-                "subscription" => state.fanout.subscribe(payload, session.role),
+                "subscription" if parsed => state.fanout.subscribe(payload, session.role),
                 _ => Err(payload),
             };
             let frames = shared.unwrap_or_else(|payload| alone(state, session, payload));
@@ -284,8 +286,7 @@ async fn handle(
 }
 
 /// Runs an operation for this subscriber only (anything but an entity subscription).
-fn alone(state: &AppState, session: &Session, mut request: async_graphql::Request) -> Frames {
-    state.documents.parse(&mut request);
+fn alone(state: &AppState, session: &Session, request: async_graphql::Request) -> Frames {
     let responses = state
         .schema
         .execute_stream_with_session_data(request, session.data.clone())

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::ws_client::*;
 
 /// Delivers every fixture in `createdAt` order except the URL media's deletion.
 async fn deliver_everything_but_the_deletion(app: &TestApp) {
@@ -439,21 +440,24 @@ async fn abusive_queries_are_refused_with_the_limit_named() {
     }
 
     let page = "liveStreams(first: 100) { nodes { id status encoderConnected recording maxResolution lowLatency trial mediaPolicy createdAt lastEventType } }";
-    let aliases: String = (0..30).map(|n| format!("a{n}: {page} ")).collect();
-    let answer = app
-        .graphql(&format!("{{ {aliases} }}"), json!({}), false)
-        .await;
-    assert!(
-        answer["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("too complex"),
-        "{answer}"
-    );
+    let aliases: String = (0..25).map(|n| format!("a{n}: {page} ")).collect();
+    let query = format!("{{ {aliases} }}");
+    assert!(query.len() <= fastpix_sync::graphql::documents::MAX_TEXT);
+    for _ in 0..2 {
+        let answer = app.graphql(&query, json!({}), false).await;
+        assert!(
+            answer["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("too complex"),
+            "{answer}"
+        );
+    }
 }
 
-/// A document is parsed once and kept (`graphql::documents`): sent again, it answers for its own
-/// variables, operation and role, and a text that does not parse gets its syntax error every time.
+/// A document is parsed once and kept (`graphql::documents`): sent again, over HTTP or a websocket, it
+/// answers for its own variables, operation and role, and a text that does not parse gets its syntax error
+/// every time.
 #[tokio::test]
 async fn a_document_sent_again_answers_for_its_own_variables_operation_and_role() {
     let app = spawn_app().await;
@@ -517,6 +521,18 @@ async fn a_document_sent_again_answers_for_its_own_variables_operation_and_role(
         }
     }
 
+    // `@skip` removes a field from async-graphql's copy of the document, never from the kept one.
+    let skip = "query($s: Boolean!) { liveStream(id: \"4b1f9e2c7d3a8e5f6a0b1c2d3e4f5a6b\") { id status @skip(if: $s) } }";
+    for skipped in [true, false, true] {
+        let data = app.query(skip, json!({ "s": skipped })).await;
+        assert_eq!(data["liveStream"]["id"], STREAM_ID, "{data}");
+        assert_eq!(
+            data["liveStream"].get("status").is_none(),
+            skipped,
+            "{data}"
+        );
+    }
+
     for _ in 0..2 {
         let answer = app.graphql("{ media(id: ", json!({}), false).await;
         assert_eq!(
@@ -524,6 +540,48 @@ async fn a_document_sent_again_answers_for_its_own_variables_operation_and_role(
             "{answer}"
         );
         assert!(answer.get("data").is_none_or(Value::is_null), "{answer}");
+    }
+
+    // Over a websocket: a query runs alone, with the document kept from HTTP; a subscription that does
+    // not parse gets its error each time.
+    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    for id in ["a", "b"] {
+        client
+            .subscribe(
+                id,
+                by_playback,
+                json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" }),
+            )
+            .await;
+        let data = client.next_data(id).await;
+        assert_eq!(data["mediaByPlaybackId"]["id"], MEDIA_ID, "{data}");
+        assert_eq!(client.message().await["type"], "complete");
+    }
+    for id in ["c", "d"] {
+        client
+            .subscribe(id, "subscription { liveStream(id: ", json!({}))
+            .await;
+        let message = client.message().await;
+        assert_eq!(
+            (&message["type"], &message["id"]),
+            (&json!("error"), &json!(id)),
+            "{message}"
+        );
+        assert_eq!(
+            message["payload"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{message}"
+        );
+    }
+
+    // Four documents were parsed and kept; each came from the cache twice more over HTTP, the playback
+    // query twice more over the websocket; the broken ones were never kept.
+    for (source, count) in [("parsed", 4.0), ("kept", 10.0), ("not_kept", 4.0)] {
+        let label = format!("source=\"{source}\"");
+        let counted = app
+            .metric("fastpix_sync_graphql_documents_total", &[&label])
+            .await;
+        assert_eq!(counted, count, "{source}");
     }
 }
 
