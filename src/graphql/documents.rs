@@ -100,7 +100,11 @@ impl Documents {
     /// the text is longer than [`MAX_TEXT`]). `false` when the text does not parse: async-graphql then
     /// reports the error as it runs the request.
     pub fn parse(&self, request: &mut Request) -> bool {
-        let kept = self.lock().documents.get(&request.query).cloned();
+        let keepable = request.query.len() <= MAX_TEXT;
+        // A long text is not looked up: it would be hashed under the lock for nothing.
+        let kept = keepable
+            .then(|| self.lock().documents.get(&request.query).cloned())
+            .flatten();
         // Copied outside the lock: async-graphql removes skipped fields from its copy.
         let document = match kept {
             Some(document) => {
@@ -112,7 +116,7 @@ impl Documents {
                     self.0.not_kept.inc();
                     return false;
                 };
-                if request.query.len() > MAX_TEXT {
+                if !keepable {
                     self.0.not_kept.inc();
                 } else {
                     self.0.parsed.inc();
