@@ -357,19 +357,7 @@ mod tests {
             event: Arc::new(webhook_event::Model {
                 seq: position,
                 position: Some(position),
-                event_id: format!("e{position}"),
-                event_type: "video.media.created".into(),
-                object_type: None,
-                object_id: None,
-                entity_kind: None,
-                entity_id: None,
-                parent_id: None,
-                occurred_at_ns: None,
-                order_ns: 0,
-                received_at_ns: 0,
-                outcome: "ignored".into(),
-                reason: None,
-                payload: "{}".into(),
+                ..crate::store::events::test_row(&format!("e{position}"))
             }),
             moved: Vec::new(),
         })

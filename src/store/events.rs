@@ -217,37 +217,39 @@ pub fn to_event(row: &webhook_event::Model) -> Option<Event> {
     })
 }
 
+/// For tests: a row of the log for event `event_id`, of no entity, not stored yet.
+#[cfg(test)]
+pub(crate) fn test_row(event_id: &str) -> webhook_event::Model {
+    webhook_event::Model {
+        seq: 0,
+        position: None,
+        event_id: event_id.to_owned(),
+        event_type: "video.media.updated".to_owned(),
+        object_type: None,
+        object_id: None,
+        entity_kind: None,
+        entity_id: None,
+        parent_id: None,
+        occurred_at_ns: None,
+        order_ns: 1,
+        received_at_ns: 1,
+        outcome: "applied".to_owned(),
+        reason: None,
+        payload: "{}".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
 
-    use entity::{playback_id, webhook_event};
+    use entity::playback_id;
     use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
     use crate::db::connect_and_migrate;
     use crate::db::scratch::{ScratchDb, postgres_url};
     use crate::store::entities;
     use crate::store::script::Script;
-
-    fn event(id: &str) -> webhook_event::Model {
-        webhook_event::Model {
-            seq: 0,
-            position: None,
-            event_id: id.to_owned(),
-            event_type: "video.media.updated".to_owned(),
-            object_type: None,
-            object_id: None,
-            entity_kind: None,
-            entity_id: None,
-            parent_id: None,
-            occurred_at_ns: None,
-            order_ns: 1,
-            received_at_ns: 1,
-            outcome: "applied".to_owned(),
-            reason: None,
-            payload: "{}".to_owned(),
-        }
-    }
 
     /// On PostgreSQL the log's counter is locked after the entity writes: a writer that waits for a
     /// playback id row another transaction holds does not hold the counter meanwhile. (Were it to, and
@@ -290,7 +292,7 @@ mod tests {
                         position: 0,
                     }],
                 );
-                let mut row = event("e");
+                let mut row = super::test_row("e");
                 super::append(&txn, script, vec![&mut row], false).await?;
                 txn.commit().await?;
                 Ok::<_, sea_orm::DbErr>(row.position)

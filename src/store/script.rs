@@ -29,9 +29,9 @@ pub struct Script {
 }
 
 enum Step {
-    /// Built as pushed, and sent on its own (on SQLite, every statement).
+    /// Built as pushed, and sent on its own (on PostgreSQL).
     Built(Statement),
-    /// On PostgreSQL, a write to `table`, built when the script runs, with the writes next to it.
+    /// A write to `table`, built when the script runs (on PostgreSQL, with the writes next to it).
     Write {
         table: String,
         query: Box<SubQueryStatement>,
@@ -66,15 +66,10 @@ impl Script {
     /// tables next to it: it must not read a table another write of the script writes (it might not
     /// see that write).
     pub fn push_write(&mut self, table: &str, statement: impl Write) {
-        self.statements
-            .push(if self.backend == DbBackend::Postgres {
-                Step::Write {
-                    table: table.to_owned(),
-                    query: Box::new(statement.into()),
-                }
-            } else {
-                Step::Built(self.backend.build(&statement))
-            });
+        self.statements.push(Step::Write {
+            table: table.to_owned(),
+            query: Box::new(statement.into()),
+        });
     }
 
     /// Runs the statements in order, stopping at the first that fails, and returns the rows of the last
@@ -98,6 +93,7 @@ impl Script {
         if backend == DbBackend::Sqlite {
             return join_for_sqlite(self.statements);
         }
+        // Consecutive writes to distinct tables, waiting to be merged.
         let mut statements = Vec::new();
         let mut group: Vec<(String, SubQueryStatement)> = Vec::new();
         for step in self.statements {
@@ -123,17 +119,22 @@ impl Script {
     }
 }
 
+/// The statement of a write.
+fn build(backend: DbBackend, query: SubQueryStatement) -> Statement {
+    match query {
+        SubQueryStatement::InsertStatement(s) => backend.build(&s),
+        SubQueryStatement::UpdateStatement(s) => backend.build(&s),
+        SubQueryStatement::DeleteStatement(s) => backend.build(&s),
+        SubQueryStatement::SelectStatement(s) => backend.build(&s),
+        SubQueryStatement::WithStatement(s) => backend.build(&s),
+    }
+}
+
 /// One statement doing what the writes of `group` do: the last one, with the others as `WITH` queries.
 fn merge(backend: DbBackend, mut group: Vec<(String, SubQueryStatement)>) -> Statement {
     let (_, last) = group.pop().expect("a group has a write");
     if group.is_empty() {
-        return match last {
-            SubQueryStatement::InsertStatement(s) => backend.build(&s),
-            SubQueryStatement::UpdateStatement(s) => backend.build(&s),
-            SubQueryStatement::DeleteStatement(s) => backend.build(&s),
-            SubQueryStatement::SelectStatement(s) => backend.build(&s),
-            SubQueryStatement::WithStatement(s) => backend.build(&s),
-        };
+        return build(backend, last);
     }
     let mut with = WithClause::new();
     for (n, (_, query)) in group.into_iter().enumerate() {
@@ -154,7 +155,7 @@ fn join_for_sqlite(steps: Vec<Step>) -> Vec<Statement> {
         .into_iter()
         .map(|step| match step {
             Step::Built(statement) => statement,
-            Step::Write { .. } => unreachable!("writes are built as pushed on SQLite"),
+            Step::Write { query, .. } => build(DbBackend::Sqlite, *query),
         })
         .collect();
     if statements.is_empty() {
