@@ -7,6 +7,9 @@
 //! - Fan-out and idle connections: a tokio broadcast channel and plain websockets on `GET /ws` (with the
 //!   socket buffer sizes fastpix-sync's `/graphql` websockets use); `POST /publish` sends its body, as one
 //!   text frame, to every connected socket.
+//! - Durable fan-out (for comparison only; the fan-out target is against the one above): the same,
+//!   but `POST /publish` first inserts its body as one row, with the ingest baseline's durability, and
+//!   broadcasts it after the commit, as fastpix-sync publishes a change after its commit.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -142,6 +145,8 @@ pub async fn serve_ingest(
 #[derive(Clone)]
 struct Fanout {
     changes: broadcast::Sender<Utf8Bytes>,
+    /// Where a durable fan-out commits each frame before sending it.
+    store: Option<Store>,
 }
 
 async fn upgrade(State(fanout): State<Fanout>, upgrade: WebSocketUpgrade) -> Response {
@@ -177,28 +182,43 @@ async fn forward(mut socket: WebSocket, mut changes: broadcast::Receiver<Utf8Byt
 }
 
 async fn publish(State(fanout): State<Fanout>, body: Bytes) -> Response {
-    match Utf8Bytes::try_from(body) {
-        Ok(frame) => {
-            let receivers = fanout.changes.send(frame).unwrap_or(0);
-            format!("{{\"receivers\":{receivers}}}").into_response()
-        }
-        Err(_) => (StatusCode::BAD_REQUEST, "not UTF-8").into_response(),
+    let Ok(frame) = Utf8Bytes::try_from(body) else {
+        return (StatusCode::BAD_REQUEST, "not UTF-8").into_response();
+    };
+    if let Some(store) = &fanout.store
+        && let Err(e) = store.insert(frame.as_str()).await
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
     }
+    let receivers = fanout.changes.send(frame).unwrap_or(0);
+    format!("{{\"receivers\":{receivers}}}").into_response()
 }
 
-/// Serves the baseline fan-out (`GET /ws`, `POST /publish`) on `listener` until `shutdown` completes.
+/// Serves the baseline fan-out (`GET /ws`, `POST /publish`) on `listener` until `shutdown` completes;
+/// with `database_url`, the durable one, committing each frame there before sending it.
 pub async fn serve_fanout(
     listener: TcpListener,
+    database_url: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let store = match database_url {
+        Some(url) => Some(Store::open(url).await?),
+        None => None,
+    };
     let (changes, _) = broadcast::channel(1024);
     let router = Router::new()
         .route("/ws", get(upgrade))
         .route("/publish", post(publish))
         .route("/healthz", get(healthz))
-        .with_state(Fanout { changes });
+        .with_state(Fanout {
+            changes,
+            store: store.clone(),
+        });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
+    if let Some(store) = store {
+        store.close().await;
+    }
     Ok(())
 }

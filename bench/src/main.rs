@@ -29,7 +29,8 @@ enum Command {
     All(RunArgs),
     /// Signed webhooks/s and ack latency, SQLite and PostgreSQL, vs a bare insert handler.
     Ingest(RunArgs),
-    /// Webhook → frame at 100, 1,000, 10,000 subscribers, vs broadcast + plain websockets.
+    /// Webhook → frame at 100, 1,000, 10,000 subscribers, vs broadcast + plain websockets (and, for
+    /// comparison, the same committing each frame to SQLite first).
     Fanout(RunArgs),
     /// RSS per idle subscription at 10,000, vs bare websocket connections.
     Idle(RunArgs),
@@ -41,6 +42,7 @@ enum Command {
         kind: BaselineArg,
         #[arg(long)]
         listen: std::net::SocketAddr,
+        /// The database: required for `ingest`; for `fanout`, makes it commit each frame there first.
         #[arg(long)]
         database_url: Option<String>,
     },
@@ -119,7 +121,9 @@ async fn serve_baseline(
                 let url = database_url.ok_or("--database-url is required")?;
                 bench::baseline::serve_ingest(listener, &url, shutdown).await
             }
-            BaselineArg::Fanout => bench::baseline::serve_fanout(listener, shutdown).await,
+            BaselineArg::Fanout => {
+                bench::baseline::serve_fanout(listener, database_url.as_deref(), shutdown).await
+            }
         }
     }
     .await;

@@ -399,13 +399,15 @@ impl IngestOutcome {
     }
 }
 
-/// Fan-out at one size: fastpix-sync subscribers of one live stream, and bare websockets of the
-/// broadcast baseline receiving the same bytes.
+/// Fan-out at one size: fastpix-sync subscribers of one live stream, bare websockets of the broadcast
+/// baseline receiving the same bytes, and those of the durable baseline (which commits each change to
+/// SQLite before sending it; for comparison, not a target).
 pub struct FanoutOutcome {
     pub subscribers: usize,
     pub changes: usize,
     pub ours: Received,
     pub baseline: Received,
+    pub durable: Received,
     pub ours_cpu: Option<Cpu>,
     pub baseline_cpu: Option<Cpu>,
 }
@@ -429,6 +431,45 @@ async fn drive_changes(
     Ok(changes)
 }
 
+/// One fan-out baseline at one size: `frames` posted one at a time to `POST /publish`, received by
+/// `subscribers` plain websockets.
+async fn fanout_baseline(
+    launch: &Launch,
+    kind: &BaselineKind,
+    label: &str,
+    subscribers: usize,
+    frames: &[Vec<u8>],
+    statuses: &[&'static str],
+    sizes: &Sizes,
+) -> Result<(Received, Option<Cpu>)> {
+    let client = http_client(4);
+    let server = start_baseline(launch, kind, label).await?;
+    let crowd = connect_crowd(
+        &server.ws("/ws"),
+        Role::Bare,
+        subscribers,
+        statuses.to_vec(),
+        sizes,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{}/publish", server.http());
+    let mut cpu = CpuTally::default();
+    let sent = cpu
+        .time(
+            &server,
+            drive_changes(&crowd, frames.len(), async |k| {
+                post_expect(&client, &url, &[], frames[k].clone(), "receivers").await
+            }),
+            |_| frames.len() as u64,
+        )
+        .await;
+    let received = crowd.finish(*sent.as_ref().unwrap_or(&0)).await;
+    server.stop().await;
+    sent?;
+    Ok((received, cpu.cpu()))
+}
+
 pub async fn fanout(
     launch: &Launch,
     subscribers: usize,
@@ -445,43 +486,42 @@ pub async fn fanout(
         .iter()
         .map(|status| status_frame(status).into_bytes())
         .collect();
-    let client = http_client(4);
+    let label = format!("fanout-{subscribers}");
 
     // Baseline: broadcast + plain websockets, triggered by POST /publish with the frame's bytes.
-    let server = start_baseline(
+    let (baseline, baseline_cpu) = fanout_baseline(
         launch,
-        &BaselineKind::Fanout,
-        &format!("fanout-{subscribers}"),
-    )
-    .await?;
-    let crowd = connect_crowd(
-        &server.ws("/ws"),
-        Role::Bare,
+        &BaselineKind::FANOUT,
+        &label,
         subscribers,
-        statuses.clone(),
+        &frames,
+        &statuses,
         sizes,
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let url = format!("{}/publish", server.http());
-    let mut baseline_cpu = CpuTally::default();
-    let sent = baseline_cpu
-        .time(
-            &server,
-            drive_changes(&crowd, changes, async |k| {
-                post_expect(&client, &url, &[], frames[k].clone(), "receivers").await
-            }),
-            |_| changes as u64,
-        )
-        .await;
-    let baseline_cpu = baseline_cpu.cpu();
-    let baseline = crowd.finish(*sent.as_ref().unwrap_or(&0)).await;
-    server.stop().await;
-    sent?;
+
+    // The same, committing each frame to SQLite (WAL, synchronous=FULL) before sending it.
+    let db = BenchDb::create(&Backend::Sqlite).await?;
+    let durable = BaselineKind::Fanout {
+        database_url: Some(db.url.clone()),
+    };
+    let durable = fanout_baseline(
+        launch,
+        &durable,
+        &format!("{label}-durable"),
+        subscribers,
+        &frames,
+        &statuses,
+        sizes,
+    )
+    .await;
+    db.remove().await;
+    let (durable, _) = durable?;
 
     // fastpix-sync: a signed webhook per change, `liveStream(id:)` subscribers.
+    let client = http_client(4);
     let db = BenchDb::create(&Backend::Sqlite).await?;
-    let server = start_ours(launch, &db.url, &format!("fanout-{subscribers}")).await?;
+    let server = start_ours(launch, &db.url, &label).await?;
     let webhook = format!("{}/webhooks/fastpix", server.http());
     post_webhook(&client, &webhook, events.created()).await?;
     let crowd = connect_crowd(
@@ -516,6 +556,7 @@ pub async fn fanout(
         changes,
         ours,
         baseline,
+        durable,
         ours_cpu,
         baseline_cpu,
     })
@@ -555,12 +596,22 @@ impl FanoutOutcome {
             self.ours.first.max_ms(),
             self.baseline.first.max_ms()
         ));
-        if self.ours.unexpected + self.baseline.unexpected > 0 {
+        let unexpected = self.ours.unexpected + self.baseline.unexpected + self.durable.unexpected;
+        if unexpected > 0 {
             note.push_str(&format!(
-                "; unexpected frames: ours {}, baseline {}",
-                self.ours.unexpected, self.baseline.unexpected
+                "; unexpected frames: ours {}, baseline {}, durable baseline {}",
+                self.ours.unexpected, self.baseline.unexpected, self.durable.unexpected
             ));
         }
+        let durable_note = format!(
+            "for comparison, not a target: the baseline committing each change to SQLite (WAL, \
+             synchronous=FULL) before sending it, as fastpix-sync commits before it publishes; frames \
+             received {}/{}; POST → first frame of a change, p50 {:.2} ms, of the slowest change {:.2} ms",
+            self.durable.latencies.len(),
+            self.durable.expected,
+            self.durable.first.p50_ms(),
+            self.durable.first.max_ms()
+        );
         let (ours, baseline) = (&mut self.ours.latencies, &mut self.baseline.latencies);
         vec![
             percentile_row(
@@ -580,6 +631,15 @@ impl FanoutOutcome {
                 p99_target,
             )
             .with_note(note),
+            percentile_row(
+                &scenario,
+                "POST → frame p99 vs durable baseline",
+                99.0,
+                ours,
+                &mut self.durable.latencies,
+                Target::None,
+            )
+            .with_note(durable_note),
         ]
     }
 }
@@ -668,7 +728,7 @@ async fn idle_ours(launch: &Launch, sizes: &Sizes, subscribe: bool) -> Result<Id
 }
 
 pub async fn idle(launch: &Launch, sizes: &Sizes) -> Result<IdleOutcome> {
-    let server = start_baseline(launch, &BaselineKind::Fanout, "idle").await?;
+    let server = start_baseline(launch, &BaselineKind::FANOUT, "idle").await?;
     let baseline = hold_idle(&server, &server.ws("/ws"), Role::Bare, sizes).await;
     server.stop().await;
     let baseline = baseline?;

@@ -34,8 +34,18 @@ pub enum Launch {
 /// Which baseline server.
 #[derive(Clone, Debug)]
 pub enum BaselineKind {
-    Ingest { database_url: String },
-    Fanout,
+    Ingest {
+        database_url: String,
+    },
+    /// Broadcast + plain websockets; with a database, committing each frame there before sending it.
+    Fanout {
+        database_url: Option<String>,
+    },
+}
+
+impl BaselineKind {
+    /// The fan-out baseline of the target, without a database.
+    pub const FANOUT: Self = Self::Fanout { database_url: None };
 }
 
 enum Running {
@@ -288,8 +298,11 @@ pub async fn start_baseline(launch: &Launch, kind: &BaselineKind, label: &str) -
                         BaselineKind::Ingest { database_url } => {
                             command.args(["ingest", "--database-url", database_url]);
                         }
-                        BaselineKind::Fanout => {
+                        BaselineKind::Fanout { database_url } => {
                             command.arg("fanout");
+                            if let Some(url) = database_url {
+                                command.args(["--database-url", url]);
+                            }
                         }
                     }
                     command.args(["--listen", &addr.to_string()]);
@@ -311,7 +324,10 @@ pub async fn start_baseline(launch: &Launch, kind: &BaselineKind, label: &str) -
                     BaselineKind::Ingest { database_url } => {
                         crate::baseline::serve_ingest(listener, &database_url, shutdown).await
                     }
-                    BaselineKind::Fanout => crate::baseline::serve_fanout(listener, shutdown).await,
+                    BaselineKind::Fanout { database_url } => {
+                        crate::baseline::serve_fanout(listener, database_url.as_deref(), shutdown)
+                            .await
+                    }
                 };
                 if let Err(e) = result {
                     eprintln!("baseline server: {e}");

@@ -3,10 +3,10 @@
 //! `TEST_DATABASE_URL` is set. The figures are only checked for sanity; the benchmark is
 //! `cargo run --release -p bench -- all`.
 
-use bench::db::Backend;
-use bench::load::LoadResult;
+use bench::db::{Backend, BenchDb};
+use bench::load::{LoadResult, http_client, post_expect};
 use bench::scenarios::{self, Sizes};
-use bench::server::Launch;
+use bench::server::{BaselineKind, Launch, start_baseline};
 use bench::stats::Latencies;
 
 fn sane_latency(ms: f64) -> bool {
@@ -66,6 +66,7 @@ async fn fanout_reaches_every_subscriber() {
     for (name, received) in [
         ("ours", &mut outcome.ours),
         ("baseline", &mut outcome.baseline),
+        ("durable baseline", &mut outcome.durable),
     ] {
         assert_eq!(received.expected, subscribers * changes, "{name}");
         assert_eq!(
@@ -92,6 +93,33 @@ async fn fanout_reaches_every_subscriber() {
         );
     }
     assert!(outcome.rows().iter().all(|r| r.ratio().is_some()));
+}
+
+/// The durable fan-out baseline answers a publish after its frame is in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_fanout_baseline_commits_each_frame_before_answering() {
+    let db = BenchDb::create(&Backend::Sqlite).await.unwrap();
+    let kind = BaselineKind::Fanout {
+        database_url: Some(db.url.clone()),
+    };
+    let server = start_baseline(&Launch::InProcess, &kind, "durable-smoke")
+        .await
+        .unwrap();
+    let (client, url) = (http_client(1), format!("{}/publish", server.http()));
+    for frame in ["first", "second"] {
+        post_expect(&client, &url, &[], frame.into(), "receivers")
+            .await
+            .unwrap();
+    }
+    let store = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT payload FROM deliveries ORDER BY seq")
+        .fetch_all(&store)
+        .await
+        .unwrap();
+    assert_eq!(stored, ["first", "second"]);
+    store.close().await;
+    server.stop().await;
+    db.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
