@@ -6,7 +6,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
     SqlxSqliteConnector,
 };
 
@@ -50,7 +50,8 @@ pub const POSTGRES_POOL_SIZE: u32 = 16;
 /// untested: a connection used in the last few seconds whose server went away meanwhile (PostgreSQL
 /// restarted): the first statement on it fails, and sqlx drops the connection as it comes back to the
 /// pool. The intake writer then stores the delivery again on another connection
-/// (`webhook::writer`); a query answers an error.
+/// (`webhook::writer`), and a GraphQL query over HTTP runs again on another (`http::graphql`); a query
+/// over a websocket answers an error.
 pub const POSTGRES_TEST_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Sets `plan_cache_mode` to `$1` for the session, when it has its built-in default (no row before
@@ -135,6 +136,47 @@ pub async fn writer_connection(db: &DatabaseConnection) -> Result<DatabaseConnec
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
     Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// How many times work is tried when its connection turns out to be lost (the PostgreSQL server
+/// restarted, say): each lost connection fails one attempt and is dropped, and the pool holds at most
+/// this many less one.
+pub const LOST_CONNECTION_ATTEMPTS: u32 = POSTGRES_POOL_SIZE + 1;
+
+/// No attempt after a lost connection starts this long after the first: a connection lost without the
+/// server's word (a half-open socket) fails only once the operating system gives up on it.
+pub const LOST_CONNECTION_RETRIES_FOR: Duration = Duration::from_secs(15);
+
+/// The sqlx error under a statement's or connection's error.
+fn sqlx_error(error: &DbErr) -> Option<&sqlx::Error> {
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(error))
+        | DbErr::Query(RuntimeErr::SqlxError(error))
+        | DbErr::Conn(RuntimeErr::SqlxError(error)) => Some(error),
+        _ => None,
+    }
+}
+
+/// The SQLSTATE of a database's error.
+pub(crate) fn sqlstate(error: &DbErr) -> Option<String> {
+    let code = sqlx_error(error)?.as_database_error()?.code()?;
+    Some(code.into_owned())
+}
+
+/// Whether a statement failed because its connection was lost (closed by the server, as when PostgreSQL
+/// restarts, or broken), so that trying it again on another connection may succeed. sqlx drops such a
+/// connection as it comes back to the pool. (A transaction whose connection was lost during its commit
+/// may have committed.)
+pub fn is_lost_connection(error: &DbErr) -> bool {
+    use sqlx::Error;
+    if matches!(sqlx_error(error), Some(Error::Io(_) | Error::WorkerCrashed)) {
+        return true;
+    }
+    // Class 08 (connection exception), 57P01–57P03 (the server shut down or cannot connect now) and
+    // 57P05 (the server's `idle_session_timeout` ended the connection).
+    sqlstate(error).is_some_and(|code| {
+        code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
+    })
 }
 
 /// Connects and applies pending migrations.

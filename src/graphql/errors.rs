@@ -1,5 +1,7 @@
 //! GraphQL errors with a stable `extensions.code`: `NOT_FOUND`, `FORBIDDEN`, `BAD_USER_INPUT`, `INTERNAL`.
 
+use std::sync::Arc;
+
 use async_graphql::{Error, ErrorExtensions};
 
 pub fn coded(code: &str, message: impl Into<String>) -> Error {
@@ -23,8 +25,11 @@ pub fn bad_input(message: impl Into<String>) -> Error {
     coded("BAD_USER_INPUT", message)
 }
 
-/// An internal failure: logged with its cause, answered without it.
-pub fn internal(cause: impl std::fmt::Display) -> Error {
+/// An internal failure: logged with its cause, answered without it. The cause stays with the error, for
+/// the server only (`http::graphql` runs a query again when it is a lost database connection).
+pub fn internal(cause: impl std::fmt::Display + Send + Sync + 'static) -> Error {
     tracing::error!(error = %cause, "GraphQL request failed");
-    coded("INTERNAL", "internal error; the server log has the details")
+    let mut error = coded("INTERNAL", "internal error; the server log has the details");
+    error.source = Some(Arc::new(cause));
+    error
 }

@@ -1,5 +1,8 @@
 //! `/graphql`: queries over `POST` and `GET ?query=`, subscriptions over a websocket upgrade on `GET`.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use async_graphql::http::WebSocketProtocols;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
@@ -7,8 +10,10 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgr
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use sea_orm::{DbBackend, DbErr};
 
 use crate::app::AppState;
+use crate::db::{LOST_CONNECTION_ATTEMPTS, LOST_CONNECTION_RETRIES_FOR, is_lost_connection};
 use crate::error::ApiError;
 use crate::graphql::{Role, prepare, with_error_codes};
 
@@ -33,21 +38,65 @@ async fn post_graphql(
 }
 
 /// Runs one HTTP GraphQL request and counts it.
-async fn execute(
+///
+/// On PostgreSQL, a query that met a lost connection (one PostgreSQL closed as it restarted, say, which
+/// the pool hands out unchecked when it was used in the last few seconds: `db::POSTGRES_TEST_AFTER_IDLE`)
+/// runs again, on another connection, as the intake writer does with a delivery. A query only reads, so
+/// running it again is safe; its first answer is dropped.
+async fn execute(state: &AppState, request: async_graphql::Request, role: Role) -> GraphQLResponse {
+    let operation = super::ws::operation_kind(&request.query);
+    let again = (operation == "query" && state.db.get_database_backend() == DbBackend::Postgres)
+        .then(|| copy(&request));
+    let mut response = run(state, request, role).await;
+    if let Some(request) = again {
+        let (started, mut attempts) = (Instant::now(), 1);
+        while lost_connection(&response)
+            && attempts < LOST_CONNECTION_ATTEMPTS
+            && started.elapsed() < LOST_CONNECTION_RETRIES_FOR
+        {
+            attempts += 1;
+            tracing::warn!(
+                attempts,
+                "a GraphQL query lost its database connection; running it again on another"
+            );
+            response = run(state, copy(&request), role).await;
+        }
+    }
+    let response = with_error_codes(response);
+    state.metrics.graphql(operation, response.is_ok());
+    response.into()
+}
+
+async fn run(
     state: &AppState,
     mut request: async_graphql::Request,
     role: Role,
-) -> GraphQLResponse {
-    let operation = super::ws::operation_kind(&request.query);
+) -> async_graphql::Response {
     state.documents.parse(&mut request);
-    let response = with_error_codes(
-        state
-            .schema
-            .execute(prepare(request, &state.db, role))
-            .await,
-    );
-    state.metrics.graphql(operation, response.is_ok());
-    response.into()
+    state
+        .schema
+        .execute(prepare(request, &state.db, role))
+        .await
+}
+
+/// What the client sent: its document, operation, variables and extensions.
+fn copy(request: &async_graphql::Request) -> async_graphql::Request {
+    let mut copy =
+        async_graphql::Request::new(request.query.clone()).variables(request.variables.clone());
+    copy.operation_name.clone_from(&request.operation_name);
+    copy.extensions.clone_from(&request.extensions);
+    copy
+}
+
+/// Whether a resolver of `response` failed on a lost database connection (its error carries the
+/// database's, directly or shared by a data loader).
+fn lost_connection(response: &async_graphql::Response) -> bool {
+    response.errors.iter().any(|error| {
+        error
+            .source::<DbErr>()
+            .or_else(|| error.source::<Arc<DbErr>>().map(|shared| &**shared))
+            .is_some_and(is_lost_connection)
+    })
 }
 
 async fn get_graphql(State(state): State<AppState>, request: Request) -> Response {

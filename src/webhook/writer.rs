@@ -72,13 +72,13 @@
 //! deadlock, and its deliveries are stored again as above.
 
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use entity::webhook_event;
 use futures_util::FutureExt;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -86,6 +86,9 @@ use super::apply::{self, Changed, Locking};
 use super::event::{EntityRef, Event};
 use super::working::Working;
 use super::{Outcome, Reply, STALE_REASON};
+use crate::db::{
+    LOST_CONNECTION_ATTEMPTS, LOST_CONNECTION_RETRIES_FOR, is_lost_connection, sqlstate,
+};
 use crate::events::relay::Committing;
 use crate::events::{Change, Publisher};
 use crate::metrics::Metrics;
@@ -105,16 +108,6 @@ const QUEUE: usize = 4 * MAX_BATCH;
 /// How many times a delivery's own transaction is tried when PostgreSQL keeps aborting it to break
 /// deadlocks.
 const DEADLOCK_ATTEMPTS: u32 = 5;
-
-/// How many times a delivery's own transaction is tried when its connection turns out to be lost (the
-/// PostgreSQL server restarted, say): each lost connection fails one attempt and is dropped, and the pool
-/// holds at most this many less one.
-const LOST_CONNECTION_ATTEMPTS: u32 = crate::db::POSTGRES_POOL_SIZE + 1;
-
-/// No attempt starts this long after a delivery's first: a connection lost without the server's word
-/// (a half-open socket) fails only once the operating system gives up on it, and the deliveries queued
-/// behind this one wait meanwhile.
-const LOST_CONNECTION_RETRIES_FOR: Duration = Duration::from_secs(15);
 
 /// A verified, parsed delivery, ready to store.
 pub struct Delivery {
@@ -258,7 +251,10 @@ impl GroupCommit {
     }
 
     /// Stores one delivery in a transaction of its own, again when PostgreSQL aborted it to break a
-    /// deadlock with another instance's transaction, or when its connection was lost.
+    /// deadlock with another instance's transaction, or when its connection was lost (no attempt starts
+    /// [`LOST_CONNECTION_RETRIES_FOR`] after the first: the deliveries queued behind this one wait
+    /// meanwhile). A transaction whose connection was lost during its commit may have committed: the
+    /// next attempt then finds its event stored and answers it as a duplicate.
     async fn commit_alone(&self, delivery: &Delivery) -> Result<Committed, DbErr> {
         let (mut deadlocks, mut lost) = (0, 0);
         let started = Instant::now();
@@ -442,41 +438,10 @@ impl GroupCommit {
     }
 }
 
-/// The sqlx error under a statement's or connection's error.
-fn sqlx_error(error: &DbErr) -> Option<&sea_orm::sqlx::Error> {
-    match error {
-        DbErr::Exec(RuntimeErr::SqlxError(error))
-        | DbErr::Query(RuntimeErr::SqlxError(error))
-        | DbErr::Conn(RuntimeErr::SqlxError(error)) => Some(error),
-        _ => None,
-    }
-}
-
-/// The SQLSTATE of a database's error.
-fn sqlstate(error: &DbErr) -> Option<String> {
-    let code = sqlx_error(error)?.as_database_error()?.code()?;
-    Some(code.into_owned())
-}
-
 /// Whether PostgreSQL aborted the transaction to break a deadlock (or a serialisation conflict), so that
 /// trying it again may succeed.
 fn is_deadlock(error: &DbErr) -> bool {
     sqlstate(error).is_some_and(|code| matches!(&*code, "40P01" | "40001"))
-}
-
-/// Whether the transaction's connection was lost (closed by the server, or broken), so that trying it
-/// again on another connection may succeed. (Lost during its commit, the transaction may have committed:
-/// the delivery's next attempt then finds its event stored and answers it as a duplicate.)
-fn is_lost_connection(error: &DbErr) -> bool {
-    use sea_orm::sqlx::Error;
-    if matches!(sqlx_error(error), Some(Error::Io(_) | Error::WorkerCrashed)) {
-        return true;
-    }
-    // Class 08 (connection exception), 57P01–57P03 (the server shut down or cannot connect now) and
-    // 57P05 (the server's `idle_session_timeout` ended the connection).
-    sqlstate(error).is_some_and(|code| {
-        code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
-    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! leaves nothing half-written, and the same delivery retried after recovery is applied exactly once.
 
 use sea_orm::{ConnectionTrait, DbBackend};
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -128,4 +129,46 @@ async fn terminated_postgres_connections_answer_503_and_the_retry_applies_once()
     let rows = entity_rows(&fresh).await;
     assert_eq!(rows["live_stream"][0]["status"], "PREPARING");
     assert_eq!(app.count("webhook_event").await, 2);
+}
+
+/// After PostgreSQL ends every connection (as when it restarts), a query answers from a new connection:
+/// the pool hands out a recently used connection without checking it, and the query that meets one
+/// that died runs again on another instead of answering an error.
+#[tokio::test]
+async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
+    let test_db = TestDb::new().await;
+    if !test_db.is_postgres() {
+        // A SQLite connection lives in this process: nothing ends it.
+        return;
+    }
+    let app = spawn_app_on(test_db).await;
+    assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
+    let by_playback = "query($p: String!) { mediaByPlaybackId(playbackId: $p) { id status } }";
+    let variables = json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" });
+    let expected = json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } });
+    // Several at once, so the pool holds several connections that were used just now.
+    let first =
+        futures_util::future::join_all((0..4).map(|_| app.query(by_playback, variables.clone())))
+            .await;
+    assert!(first.iter().all(|data| *data == expected), "{first:?}");
+
+    let admin = app.test_db.admin().await;
+    let ended = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                app.test_db.pg_name()
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert!(ended >= 2, "ended {ended} connections");
+
+    for _ in 0..4 {
+        assert_eq!(app.query(by_playback, variables.clone()).await, expected);
+    }
 }
