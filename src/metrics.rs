@@ -32,6 +32,8 @@ struct Inner {
     graphql_requests: IntCounterVec,
     /// GraphQL documents by where their parsed form came from (`graphql::documents`).
     graphql_documents: IntCounterVec,
+    /// GraphQL queries run again after they met a lost database connection.
+    graphql_retries: IntCounter,
     /// Times the PostgreSQL relay lost its listener connection.
     relay_reconnects: IntCounter,
     /// Deliveries per intake group commit.
@@ -105,9 +107,15 @@ impl Metrics {
             Opts::new(
                 "graphql_documents_total",
                 "GraphQL documents by where their parsed form came from: kept (parsed for an earlier \
-                 request), parsed (and kept), not_kept (too long to keep, or not parsable)",
+                 request), parsed (and kept), not_kept (too long to keep, or not parsable); a query run \
+                 again after a lost connection counts again",
             ),
             &["source"],
+        );
+        let graphql_retries = IntCounter::new(
+            "graphql_query_retries_total",
+            "GraphQL queries over HTTP run again on another connection after they met a lost \
+             PostgreSQL connection",
         );
         let relay_reconnects = IntCounter::new(
             "relay_reconnects_total",
@@ -139,6 +147,7 @@ impl Metrics {
             shared_executions: register(&registry, shared_executions.expect(valid)),
             graphql_requests: register(&registry, graphql_requests.expect(valid)),
             graphql_documents: register(&registry, graphql_documents.expect(valid)),
+            graphql_retries: register(&registry, graphql_retries.expect(valid)),
             relay_reconnects: register(&registry, relay_reconnects.expect(valid)),
             intake_batch_size: register(&registry, intake_batch_size.expect(valid)),
             intake_batch_retries: register(&registry, intake_batch_retries.expect(valid)),
@@ -170,6 +179,10 @@ impl Metrics {
     /// Counts a failed group commit whose deliveries are stored again one by one.
     pub fn intake_batch_retry(&self) {
         self.0.intake_batch_retries.inc();
+    }
+
+    pub fn graphql_retry(&self) {
+        self.0.graphql_retries.inc();
     }
 
     pub fn relay_reconnect(&self) {

@@ -1,6 +1,5 @@
 //! `/graphql`: queries over `POST` and `GET ?query=`, subscriptions over a websocket upgrade on `GET`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::http::WebSocketProtocols;
@@ -10,11 +9,12 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgr
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sea_orm::{DbBackend, DbErr};
+use sea_orm::DbBackend;
 
 use crate::app::AppState;
-use crate::db::{LOST_CONNECTION_ATTEMPTS, LOST_CONNECTION_RETRIES_FOR, is_lost_connection};
+use crate::db::{LOST_CONNECTION_ATTEMPTS, LOST_CONNECTION_RETRIES_FOR};
 use crate::error::ApiError;
+use crate::graphql::errors::met_lost_connection;
 use crate::graphql::{Role, prepare, with_error_codes};
 
 pub fn router() -> Router<AppState> {
@@ -41,25 +41,31 @@ async fn post_graphql(
 ///
 /// On PostgreSQL, a query that met a lost connection (one PostgreSQL closed as it restarted, say, which
 /// the pool hands out unchecked when it was used in the last few seconds: `db::POSTGRES_TEST_AFTER_IDLE`)
-/// runs again, on another connection, as the intake writer does with a delivery. A query only reads, so
-/// running it again is safe; its first answer is dropped.
+/// runs again, on another connection, as the intake writer does with a delivery; the earlier answers are
+/// dropped. A query only reads, so running it again is safe. (The schema has no mutations; the
+/// operation's kind is read from the document's first keyword, and a mutation named by
+/// `operationName` in a document that starts with a query would fail validation anyway.)
 async fn execute(state: &AppState, request: async_graphql::Request, role: Role) -> GraphQLResponse {
+    let started = Instant::now();
     let operation = super::ws::operation_kind(&request.query);
     let again = (operation == "query" && state.db.get_database_backend() == DbBackend::Postgres)
         .then(|| copy(&request));
     let mut response = run(state, request, role).await;
     if let Some(request) = again {
-        let (started, mut attempts) = (Instant::now(), 1);
-        while lost_connection(&response)
+        let mut attempts = 1;
+        while met_lost_connection(&response)
             && attempts < LOST_CONNECTION_ATTEMPTS
             && started.elapsed() < LOST_CONNECTION_RETRIES_FOR
         {
             attempts += 1;
-            tracing::warn!(
-                attempts,
-                "a GraphQL query lost its database connection; running it again on another"
-            );
+            state.metrics.graphql_retry();
             response = run(state, copy(&request), role).await;
+        }
+        if met_lost_connection(&response) {
+            tracing::error!(
+                attempts,
+                "a GraphQL query lost its database connection on every attempt"
+            );
         }
     }
     let response = with_error_codes(response);
@@ -67,6 +73,7 @@ async fn execute(state: &AppState, request: async_graphql::Request, role: Role) 
     response.into()
 }
 
+/// One execution of a request (each counts in `fastpix_sync_graphql_documents_total`).
 async fn run(
     state: &AppState,
     mut request: async_graphql::Request,
@@ -79,24 +86,16 @@ async fn run(
         .await
 }
 
-/// What the client sent: its document, operation, variables and extensions.
+/// What the client sent, for another execution: its document, operation, variables and extensions.
+/// Nothing else is set yet: `prepare` adds the role and the data loaders to each execution, and
+/// `documents.parse` the parsed document; uploads have no use in this schema, and the introspection mode
+/// is never changed.
 fn copy(request: &async_graphql::Request) -> async_graphql::Request {
     let mut copy =
         async_graphql::Request::new(request.query.clone()).variables(request.variables.clone());
     copy.operation_name.clone_from(&request.operation_name);
     copy.extensions.clone_from(&request.extensions);
     copy
-}
-
-/// Whether a resolver of `response` failed on a lost database connection (its error carries the
-/// database's, directly or shared by a data loader).
-fn lost_connection(response: &async_graphql::Response) -> bool {
-    response.errors.iter().any(|error| {
-        error
-            .source::<DbErr>()
-            .or_else(|| error.source::<Arc<DbErr>>().map(|shared| &**shared))
-            .is_some_and(is_lost_connection)
-    })
 }
 
 async fn get_graphql(State(state): State<AppState>, request: Request) -> Response {

@@ -146,18 +146,22 @@ async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
     let by_playback = "query($p: String!) { mediaByPlaybackId(playbackId: $p) { id status } }";
     let variables = json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" });
     let expected = json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } });
-    // Several at once, so the pool holds several connections that were used just now.
+    // Several at once, so that the pool holds several connections used just now.
     let first =
-        futures_util::future::join_all((0..4).map(|_| app.query(by_playback, variables.clone())))
+        futures_util::future::join_all((0..8).map(|_| app.query(by_playback, variables.clone())))
             .await;
     assert!(first.iter().all(|data| *data == expected), "{first:?}");
+    let retries = "fastpix_sync_graphql_query_retries_total";
+    assert_eq!(app.metric(retries, &[]).await, 0.0);
 
+    // Every connection of the app's database ends, each backend gone before this returns.
     let admin = app.test_db.admin().await;
     let ended = admin
         .query_one_raw(sea_orm::Statement::from_string(
             DbBackend::Postgres,
             format!(
-                "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) AS n FROM pg_stat_activity \
+                 WHERE datname = '{}' AND pid <> pg_backend_pid()",
                 app.test_db.pg_name()
             ),
         ))
@@ -171,4 +175,6 @@ async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
     for _ in 0..4 {
         assert_eq!(app.query(by_playback, variables.clone()).await, expected);
     }
+    // At least the first of them met a connection that had ended.
+    assert!(app.metric(retries, &[]).await >= 1.0);
 }
