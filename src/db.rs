@@ -166,9 +166,13 @@ pub(crate) fn sqlstate(error: &DbErr) -> Option<String> {
 /// Whether a statement failed because its connection was lost (closed by the server, as when PostgreSQL
 /// restarts, or broken), so that trying it again on another connection may succeed. sqlx drops such a
 /// connection as it comes back to the pool. (A transaction whose connection was lost during its commit
-/// may have committed.)
+/// may have committed.) Failing to get a connection at all (`DbErr::Conn`: the pool could not open
+/// one) is not such a failure: sqlx's pool has already tried again, with a backoff, where that can help.
 pub fn is_lost_connection(error: &DbErr) -> bool {
     use sqlx::Error;
+    if !matches!(error, DbErr::Exec(_) | DbErr::Query(_)) {
+        return false;
+    }
     if matches!(sqlx_error(error), Some(Error::Io(_) | Error::WorkerCrashed)) {
         return true;
     }

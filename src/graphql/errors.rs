@@ -33,7 +33,7 @@ pub fn bad_input(message: impl Into<String>) -> Error {
 /// the server only: `http::graphql` runs a query again when it is a lost database connection
 /// ([`met_lost_connection`]), so that one is logged as a warning.
 pub fn internal<C: std::fmt::Display + Send + Sync + 'static>(cause: C) -> Error {
-    if database_error(&cause).is_some_and(lost_connection) {
+    if database_error(&cause).is_some_and(is_lost_connection) {
         tracing::warn!(error = %cause, "a GraphQL resolver lost its database connection");
     } else {
         tracing::error!(error = %cause, "GraphQL request failed");
@@ -50,13 +50,6 @@ fn database_error(cause: &(dyn Any + Send + Sync)) -> Option<&DbErr> {
         .or_else(|| cause.downcast_ref::<Arc<DbErr>>().map(|shared| &**shared))
 }
 
-/// Whether a statement on a pooled connection failed because that connection was lost (PostgreSQL
-/// closed it as it restarted, say), so that it may succeed on another. Failing to get a connection at
-/// all is not such a failure: the pool has tried that already.
-fn lost_connection(error: &DbErr) -> bool {
-    matches!(error, DbErr::Exec(_) | DbErr::Query(_)) && is_lost_connection(error)
-}
-
 /// Whether a resolver of `response` failed on a lost database connection.
 pub fn met_lost_connection(response: &Response) -> bool {
     response.errors.iter().any(|error| {
@@ -64,7 +57,7 @@ pub fn met_lost_connection(response: &Response) -> bool {
             .source
             .as_deref()
             .and_then(database_error)
-            .is_some_and(lost_connection)
+            .is_some_and(is_lost_connection)
     })
 }
 

@@ -13,13 +13,7 @@ use crate::ws_client::*;
 
 /// Two instances on one fresh PostgreSQL database, or `None` on SQLite.
 async fn two_instances() -> Option<(TestApp, TestApp)> {
-    let db = TestDb::new().await;
-    if !db.is_postgres() {
-        eprintln!(
-            "the cluster tests need PostgreSQL (TEST_DATABASE_URL); nothing to run on SQLite"
-        );
-        return None;
-    }
+    let db = TestDb::postgres_only("a cluster test").await?;
     let second = db.another_handle();
     let a = spawn_app_on(db).await;
     let b = spawn_configured(second, |_| {}, WsConfig::default()).await;

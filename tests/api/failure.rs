@@ -83,11 +83,10 @@ async fn without_the_position_counter_a_delivery_answers_503_and_stores_nothing(
 
 #[tokio::test]
 async fn terminated_postgres_connections_answer_503_and_the_retry_applies_once() {
-    let test_db = TestDb::new().await;
-    if !test_db.is_postgres() {
-        // The SQLite run covers failure through the trigger test above; this one is about PostgreSQL.
+    // The SQLite run covers failure through the trigger test above.
+    let Some(test_db) = TestDb::postgres_only("ending the database's connections").await else {
         return;
-    }
+    };
     let app = spawn_app_on(test_db).await;
     assert_eq!(
         app.deliver_fixture("video.live_stream.created").await,
@@ -136,11 +135,10 @@ async fn terminated_postgres_connections_answer_503_and_the_retry_applies_once()
 /// that died runs again on another instead of answering an error.
 #[tokio::test]
 async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
-    let test_db = TestDb::new().await;
-    if !test_db.is_postgres() {
-        // A SQLite connection lives in this process: nothing ends it.
+    // A SQLite connection lives in this process: nothing ends it.
+    let Some(test_db) = TestDb::postgres_only("ending the database's connections").await else {
         return;
-    }
+    };
     let app = spawn_app_on(test_db).await;
     assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
     let by_playback = "query($p: String!) { mediaByPlaybackId(playbackId: $p) { id status } }";

@@ -94,6 +94,17 @@ impl TestDb {
         }
     }
 
+    /// A database on PostgreSQL, for a test about PostgreSQL only (`what` it needs it for); `None`, said
+    /// on standard error, when the tests run on SQLite (`.ci/run` runs them on both).
+    pub async fn postgres_only(what: &str) -> Option<Self> {
+        let db = Self::new().await;
+        if !db.is_postgres() {
+            eprintln!("{what} needs PostgreSQL (TEST_DATABASE_URL); nothing to run on SQLite");
+            return None;
+        }
+        Some(db)
+    }
+
     async fn postgres(admin_url: String) -> Self {
         let name = format!(
             "fastpix_test_{}_{}_{}",
