@@ -241,11 +241,37 @@ pub struct IngestOutcome {
     pub durability: Option<String>,
 }
 
-/// Measurement windows per side in the ingest scenario. The sides take turns, baseline, ours, ours,
-/// baseline (and so on), each window after a warm-up of its own, with both servers up throughout: a
-/// machine whose speed drifts during the run slows both sides alike, where one side measured after the
-/// other could meet a slow minute alone.
-pub const INGEST_ROUNDS: u32 = 2;
+/// Measurement windows per side in the ingest and query scenarios. The sides take turns, baseline,
+/// ours, ours, baseline (and so on), each window after a warm-up of its own: a machine whose speed
+/// drifts during the run slows both sides alike, where one side measured after the other could meet a
+/// slow minute alone.
+pub const ROUNDS: u32 = 2;
+
+/// A side of a scenario measured in turns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Turn {
+    Baseline,
+    Ours,
+}
+
+/// Who goes first in round `round`: the baseline in even rounds, fastpix-sync in odd ones.
+fn turns(round: u32) -> [Turn; 2] {
+    if round.is_multiple_of(2) {
+        [Turn::Baseline, Turn::Ours]
+    } else {
+        [Turn::Ours, Turn::Baseline]
+    }
+}
+
+/// One of [`ROUNDS`] windows of `config`: its share of the warm-up, the measured time and the requests.
+fn window(config: &LoadConfig) -> LoadConfig {
+    LoadConfig {
+        warmup: config.warmup / ROUNDS,
+        duration: config.duration / ROUNDS,
+        max_requests: config.max_requests.div_ceil(u64::from(ROUNDS)),
+        ..config.clone()
+    }
+}
 
 /// Webhook numbers of a side's window in round `r` start at `r × INGEST_NUMBERS`, so every webhook it
 /// gets is new.
@@ -308,20 +334,15 @@ async fn ingest_on(
     };
     let mut baseline = Side::new(start_baseline(launch, &kind, &label).await?);
     let mut ours = Side::new(start_ours(launch, &ours_db.url, &label).await?);
-    let window = LoadConfig {
-        warmup: config.warmup / INGEST_ROUNDS,
-        duration: config.duration / INGEST_ROUNDS,
-        max_requests: config.max_requests.div_ceil(u64::from(INGEST_ROUNDS)),
-        ..config.clone()
-    };
-    for round in 0..INGEST_ROUNDS {
+    // Both servers stay up throughout, each idle while the other is measured.
+    let window = window(config);
+    for round in 0..ROUNDS {
         let first = u64::from(round) * INGEST_NUMBERS;
-        let turns = if round % 2 == 0 {
-            [&mut baseline, &mut ours]
-        } else {
-            [&mut ours, &mut baseline]
-        };
-        for side in turns {
+        for turn in turns(round) {
+            let side = match turn {
+                Turn::Baseline => &mut baseline,
+                Turn::Ours => &mut ours,
+            };
             side.measure(&window, first).await;
         }
     }
@@ -831,29 +852,43 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
         )
         .into());
     }
-    let config = &sizes.query;
+    let config = window(&sizes.query);
     let url = Arc::new(format!("{}/graphql", server.http()));
-    // Each side opens its own connections, so neither starts on the other's warm ones.
-    let client = http_client(config.workers);
-    let (c, u) = (http_client(config.workers), url.clone());
-    let typename = closed_loop(config, move |_| {
-        let (client, url) = (c.clone(), u.clone());
-        async move {
-            let body = br#"{"query":"{ __typename }"}"#.to_vec();
-            post_expect(&client, &url, &[], body, r#""__typename":"Query""#).await
+    // Each side has its own connections, so neither starts on the other's warm ones.
+    let (ours_client, baseline_client) = (http_client(config.workers), http_client(config.workers));
+    let (mut ours, mut baseline) = (LoadResult::default(), LoadResult::default());
+    let (mut ours_cpu, mut baseline_cpu) = (CpuTally::default(), CpuTally::default());
+    for round in 0..ROUNDS {
+        for turn in turns(round) {
+            let url = url.clone();
+            let (total, measured) = match turn {
+                Turn::Baseline => {
+                    let client = baseline_client.clone();
+                    let load = closed_loop(&config, move |_| {
+                        let (client, url) = (client.clone(), url.clone());
+                        async move {
+                            let body = br#"{"query":"{ __typename }"}"#.to_vec();
+                            post_expect(&client, &url, &[], body, r#""__typename":"Query""#).await
+                        }
+                    });
+                    (&mut baseline, baseline_cpu.measure(server, load).await)
+                }
+                Turn::Ours => {
+                    let client = ours_client.clone();
+                    let load = closed_loop(&config, move |n| {
+                        let (client, url) = (client.clone(), url.clone());
+                        async move {
+                            let body = media_query(n % media);
+                            post_expect(&client, &url, &[], body, r#""mediaByPlaybackId":{"id""#)
+                                .await
+                        }
+                    });
+                    (&mut ours, ours_cpu.measure(server, load).await)
+                }
+            };
+            *total = std::mem::take(total).merge(measured);
         }
-    });
-    let mut baseline_cpu = CpuTally::default();
-    let baseline = baseline_cpu.measure(server, typename).await;
-    let by_playback_id = closed_loop(config, move |n| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            let body = media_query(n % media);
-            post_expect(&client, &url, &[], body, r#""mediaByPlaybackId":{"id""#).await
-        }
-    });
-    let mut ours_cpu = CpuTally::default();
-    let ours = ours_cpu.measure(server, by_playback_id).await;
+    }
     let (ours_cpu, baseline_cpu) = (ours_cpu.cpu(), baseline_cpu.cpu());
     Ok(QueryOutcome {
         connections: config.workers,
