@@ -43,13 +43,21 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// One span per request: method and route (the matched pattern, never the query string, which may carry a
-/// GraphQL document); the response line adds status and latency.
+/// GraphQL document); the response line adds status and latency. Intake records the delivery's event id,
+/// type and outcome on it (`webhook::Intake::ingest`), so they are on the same line.
 fn request_span(request: &Request<Body>) -> Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!("request", method = %request.method(), route)
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        event_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
 }
 
 async fn not_found(uri: Uri) -> ApiError {

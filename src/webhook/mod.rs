@@ -127,8 +127,8 @@ impl Intake {
         }
     }
 
-    /// Handles one delivery's raw body and `FastPix-Signature` header value.
-    #[tracing::instrument(name = "ingest", skip_all, fields(event_id, event_type, outcome))]
+    /// Handles one delivery's raw body and `FastPix-Signature` header value. Records `event_id`,
+    /// `event_type` and `outcome` on the current span: the HTTP request's, whose response line shows them.
     pub async fn ingest(
         &self,
         raw: &[u8],

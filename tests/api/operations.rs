@@ -109,9 +109,15 @@ fn unique_media(n: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
-    let test_db = TestDb::new().await;
+/// The real binary serving on `test_db` with JSON logs at `info`: the process, its log lines after the
+/// one that says where it listens, and its `http://` address.
+async fn spawn_process(
+    test_db: &TestDb,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    String,
+) {
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_fastpix-sync"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .env("DATABASE_URL", &test_db.url)
@@ -133,6 +139,54 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
             break format!("http://{}", entry["fields"]["address"].as_str().unwrap());
         }
     };
+    (server, log, address)
+}
+
+#[tokio::test]
+async fn a_webhook_logs_one_line_with_its_event_id_type_outcome_status_and_latency() {
+    let test_db = TestDb::new().await;
+    let (_server, mut log, address) = spawn_process(&test_db).await;
+    let body = fixture("video.media.created");
+    let sent: Value = serde_json::from_slice(&body).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{address}/webhooks/fastpix"))
+        .header("FastPix-Signature", sign(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut lines = Vec::new();
+    let line = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), log.next_line())
+            .await
+            .expect("the request is logged")
+            .unwrap()
+            .expect("the server is running");
+        let entry: Value = serde_json::from_str(&line).unwrap();
+        lines.push(line);
+        if entry["target"] == "tower_http::trace::on_response" {
+            break entry;
+        }
+    };
+    let span = &line["span"];
+    assert_eq!(span["route"], "/webhooks/fastpix", "{line}");
+    assert_eq!(span["event_id"], sent["id"], "{line}");
+    assert_eq!(span["event_type"], "video.media.created", "{line}");
+    assert_eq!(span["outcome"], "applied", "{line}");
+    assert_eq!(line["fields"]["status"], 200, "{line}");
+    assert!(line["fields"]["latency"].is_string(), "{line}");
+    let logged = lines.concat();
+    assert!(
+        !logged.contains(SECRET) && !logged.contains(sent["data"]["id"].as_str().unwrap()),
+        "neither the secret nor the payload is logged: {logged}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
+    let test_db = TestDb::new().await;
+    let (mut server, mut log, address) = spawn_process(&test_db).await;
     tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
 
     let url = format!("{}/graphql", address.replacen("http", "ws", 1));
