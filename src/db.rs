@@ -177,9 +177,11 @@ pub fn is_lost_connection(error: &DbErr) -> bool {
         return true;
     }
     // Class 08 (connection exception), 57P01–57P03 (the server shut down or cannot connect now) and
-    // 57P05 (the server's `idle_session_timeout` ended the connection).
+    // 57P05 (the server's `idle_session_timeout` ended the connection). Not 08P01 (protocol violation):
+    // the server rejected what this statement sent, and would reject it again on any connection.
     sqlstate(error).is_some_and(|code| {
-        code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
+        (code.starts_with("08") && code != "08P01")
+            || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
     })
 }
 
@@ -259,12 +261,64 @@ pub(crate) mod scratch {
 mod tests {
     use std::time::Duration;
 
-    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, TryGetable};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, TryGetable, sqlx};
 
     use super::scratch::{ScratchDb, postgres_url};
     use super::{
-        connect, connect_and_migrate, connect_with, sets_statement_cache, writer_connection,
+        connect, connect_and_migrate, connect_with, is_lost_connection, sets_statement_cache,
+        writer_connection,
     };
+
+    /// A database's error with SQLSTATE `.0`, as sqlx reports one.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "error"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn a_statement_failed_by_a_connection_exception_or_a_shutdown_lost_its_connection() {
+        use sea_orm::{DbErr, RuntimeErr};
+        let failed = |code| {
+            let error = sqlx::Error::Database(Box::new(Coded(code)));
+            DbErr::Query(RuntimeErr::SqlxError(error.into()))
+        };
+        for code in [
+            "08000", "08003", "08006", "57P01", "57P02", "57P03", "57P05",
+        ] {
+            assert!(is_lost_connection(&failed(code)), "{code}");
+        }
+        // A protocol violation is about the statement sent; the others are no connection's fault.
+        for code in ["08P01", "23505", "40P01", "57014", "42P01"] {
+            assert!(!is_lost_connection(&failed(code)), "{code}");
+        }
+    }
 
     /// The first column of the one row `sql` returns on `db`.
     async fn scalar<T: TryGetable>(db: &impl ConnectionTrait, sql: &str) -> T {
