@@ -263,8 +263,9 @@ fn turns(round: u32) -> [Turn; 2] {
     }
 }
 
-/// One of [`ROUNDS`] windows of `config`: its share of the warm-up, the measured time and the requests.
-fn window(config: &LoadConfig) -> LoadConfig {
+/// One of [`ROUNDS`] windows of `config`: its share of the warm-up, the measured time and the requests
+/// (rounded up).
+fn window_of(config: &LoadConfig) -> LoadConfig {
     LoadConfig {
         warmup: config.warmup / ROUNDS,
         duration: config.duration / ROUNDS,
@@ -335,7 +336,7 @@ async fn ingest_on(
     let mut baseline = Side::new(start_baseline(launch, &kind, &label).await?);
     let mut ours = Side::new(start_ours(launch, &ours_db.url, &label).await?);
     // Both servers stay up throughout, each idle while the other is measured.
-    let window = window(config);
+    let window = window_of(config);
     for round in 0..ROUNDS {
         let first = u64::from(round) * INGEST_NUMBERS;
         for turn in turns(round) {
@@ -852,7 +853,7 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
         )
         .into());
     }
-    let config = window(&sizes.query);
+    let config = window_of(&sizes.query);
     let url = Arc::new(format!("{}/graphql", server.http()));
     // Each side has its own connections, so neither starts on the other's warm ones.
     let (ours_client, baseline_client) = (http_client(config.workers), http_client(config.workers));
