@@ -50,8 +50,8 @@ pub const POSTGRES_POOL_SIZE: u32 = 16;
 /// untested: a connection used in the last few seconds whose server went away meanwhile (PostgreSQL
 /// restarted): the first statement on it fails, and sqlx drops the connection as it comes back to the
 /// pool. The intake writer then stores the delivery again on another connection
-/// (`webhook::writer`), and a GraphQL query over HTTP runs again on another (`http::graphql`); a query
-/// over a websocket answers an error.
+/// (`webhook::writer`), and a GraphQL query, over HTTP or a websocket, runs again on another
+/// (`http::graphql::retrying`); a subscription's first state answers an error.
 pub const POSTGRES_TEST_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Sets `plan_cache_mode` to `$1` for the session, when it has its built-in default (no row before

@@ -114,7 +114,7 @@ impl Metrics {
         );
         let graphql_retries = IntCounter::new(
             "graphql_query_retries_total",
-            "GraphQL queries over HTTP run again on another connection after they met a lost \
+            "GraphQL queries (over HTTP or a websocket) run again on another connection after they met a lost \
              PostgreSQL connection",
         );
         let relay_reconnects = IntCounter::new(

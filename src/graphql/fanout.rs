@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::parser::types::{
+    DocumentOperations, OperationDefinition, OperationType, Selection,
+};
 use async_graphql::{Data, Request, Response};
 use futures_util::{Stream, StreamExt};
 use sea_orm::DatabaseConnection;
@@ -252,27 +254,29 @@ impl Fanout {
 
 /// Whether `request` selects exactly one shareable root field of a subscription.
 fn shareable(request: &mut Request) -> bool {
-    let operation_name = request.operation_name.clone();
-    let Ok(document) = request.parsed_query() else {
+    let Some(operation) = operation(request) else {
         return false;
     };
-    let operation = match (&document.operations, &operation_name) {
-        (DocumentOperations::Single(operation), _) => operation,
-        (DocumentOperations::Multiple(operations), Some(name)) => {
-            match operations.get(name.as_str()) {
-                Some(operation) => operation,
-                None => return false,
-            }
-        }
-        (DocumentOperations::Multiple(_), None) => return false,
-    };
-    let operation = &operation.node;
     operation.ty == OperationType::Subscription
         && matches!(
             operation.selection_set.node.items.as_slice(),
             [item] if matches!(&item.node, Selection::Field(field)
                 if SHAREABLE_FIELDS.contains(&field.node.name.node.as_str()))
         )
+}
+
+/// The operation `request` runs: its document's only one, or the one its `operationName` names. `None`
+/// when the document does not parse or names no such operation (async-graphql reports either as it runs).
+/// Give the request its document first (`documents.parse`), or this parses it.
+pub fn operation(request: &mut Request) -> Option<&OperationDefinition> {
+    let operation_name = request.operation_name.clone();
+    let document = request.parsed_query().ok()?;
+    let operation = match (&document.operations, &operation_name) {
+        (DocumentOperations::Single(operation), _) => operation,
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str())?,
+        (DocumentOperations::Multiple(_), None) => return None,
+    };
+    Some(&operation.node)
 }
 
 /// A running shared execution; dropping the last handle stops it.

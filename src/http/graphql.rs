@@ -38,52 +38,63 @@ async fn post_graphql(
 }
 
 /// Runs one HTTP GraphQL request and counts it.
-///
-/// On PostgreSQL, a query that met a lost connection (one PostgreSQL closed as it restarted, say, which
-/// the pool hands out unchecked when it was used in the last few seconds: `db::POSTGRES_TEST_AFTER_IDLE`)
-/// runs again, on another connection, as the intake writer does with a delivery; the earlier answers are
-/// dropped. A query only reads, so running it again is safe. (The schema has no mutations; the
-/// operation's kind is read from the document's first keyword, and a mutation named by
-/// `operationName` in a document that starts with a query would fail validation anyway.)
-async fn execute(state: &AppState, request: async_graphql::Request, role: Role) -> GraphQLResponse {
-    let started = Instant::now();
+async fn execute(
+    state: &AppState,
+    mut request: async_graphql::Request,
+    role: Role,
+) -> GraphQLResponse {
     let operation = super::ws::operation_kind(&request.query);
-    let again = (operation == "query" && state.db.get_database_backend() == DbBackend::Postgres)
-        .then(|| copy(&request));
-    let mut response = run(state, request, role).await;
-    if let Some(request) = again {
-        let mut attempts = 1;
-        while met_lost_connection(&response)
-            && attempts < LOST_CONNECTION_ATTEMPTS
-            && started.elapsed() < LOST_CONNECTION_RETRIES_FOR
-        {
-            attempts += 1;
-            state.metrics.graphql_retry();
-            response = run(state, copy(&request), role).await;
-        }
-        if met_lost_connection(&response) {
-            tracing::error!(
-                attempts,
-                "a GraphQL query lost its database connection on every attempt"
-            );
-        }
-    }
+    state.documents.parse(&mut request);
+    let response = retrying(state, operation == "query", request, |request| {
+        state.schema.execute(prepare(request, &state.db, role))
+    })
+    .await;
     let response = with_error_codes(response);
     state.metrics.graphql(operation, response.is_ok());
     response.into()
 }
 
-/// One execution of a request (each counts in `fastpix_sync_graphql_documents_total`).
-async fn run(
+/// Runs `request` (its document already given by `documents.parse`) with `run`; on PostgreSQL, when
+/// `is_query` and it met a lost connection (one PostgreSQL closed as it restarted, say, which the pool
+/// hands out unchecked when it was used in the last few seconds: `db::POSTGRES_TEST_AFTER_IDLE`), runs
+/// a copy again, on another connection, as the intake writer does with a delivery; the earlier answers
+/// are dropped. A query only reads, so running it again is safe. Used for queries over HTTP and over a
+/// websocket. Each execution counts in `fastpix_sync_graphql_documents_total`.
+pub(super) async fn retrying<F, Fut>(
     state: &AppState,
-    mut request: async_graphql::Request,
-    role: Role,
-) -> async_graphql::Response {
-    state.documents.parse(&mut request);
-    state
-        .schema
-        .execute(prepare(request, &state.db, role))
-        .await
+    is_query: bool,
+    request: async_graphql::Request,
+    mut run: F,
+) -> async_graphql::Response
+where
+    F: FnMut(async_graphql::Request) -> Fut,
+    Fut: Future<Output = async_graphql::Response>,
+{
+    let started = Instant::now();
+    let again = (is_query && state.db.get_database_backend() == DbBackend::Postgres)
+        .then(|| copy(&request));
+    let mut response = run(request).await;
+    let Some(request) = again else {
+        return response;
+    };
+    let mut attempts = 1;
+    while met_lost_connection(&response)
+        && attempts < LOST_CONNECTION_ATTEMPTS
+        && started.elapsed() < LOST_CONNECTION_RETRIES_FOR
+    {
+        attempts += 1;
+        state.metrics.graphql_retry();
+        let mut again = copy(&request);
+        state.documents.parse(&mut again);
+        response = run(again).await;
+    }
+    if met_lost_connection(&response) {
+        tracing::error!(
+            attempts,
+            "a GraphQL query lost its database connection on every attempt"
+        );
+    }
+    response
 }
 
 /// What the client sent, for another execution: its document, operation, variables and extensions.

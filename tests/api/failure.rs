@@ -5,6 +5,7 @@ use sea_orm::{ConnectionTrait, DbBackend};
 use serde_json::json;
 
 use crate::helpers::*;
+use crate::ws_client::*;
 
 /// Makes every write to `media` fail inside the intake transaction, after the event row was inserted.
 async fn break_media_writes(app: &TestApp) {
@@ -152,7 +153,17 @@ async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
     let retries = "fastpix_sync_graphql_query_retries_total";
     assert_eq!(app.metric(retries, &[]).await, 0.0);
 
-    // Every connection of the app's database ends, each backend gone before this returns.
+    end_every_connection(&app).await;
+
+    for _ in 0..4 {
+        assert_eq!(app.query(by_playback, variables.clone()).await, expected);
+    }
+    // At least the first of them met a connection that had ended.
+    assert!(app.metric(retries, &[]).await >= 1.0);
+}
+
+/// Ends every PostgreSQL connection of the app's database, each backend gone before this returns.
+async fn end_every_connection(app: &TestApp) {
     let admin = app.test_db.admin().await;
     let ended = admin
         .query_one_raw(sea_orm::Statement::from_string(
@@ -169,10 +180,41 @@ async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
         .try_get::<i64>("", "n")
         .unwrap();
     assert!(ended >= 2, "ended {ended} connections");
+}
 
-    for _ in 0..4 {
-        assert_eq!(app.query(by_playback, variables.clone()).await, expected);
+#[tokio::test]
+async fn a_websocket_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
+    let Some(test_db) = TestDb::postgres_only("ending the database's connections").await else {
+        return;
+    };
+    let app = spawn_app_on(test_db).await;
+    assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
+    let by_playback = "query($p: String!) { mediaByPlaybackId(playbackId: $p) { id status } }";
+    let variables = json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" });
+    let expected = json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } });
+    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    let ask = async |client: &mut WsClient, id: &str| {
+        client.subscribe(id, by_playback, variables.clone()).await;
+        let data = client.next_data(id).await;
+        let end = client.message().await;
+        assert_eq!((&end["type"], &end["id"]), (&json!("complete"), &json!(id)));
+        data
+    };
+    // Several at once over HTTP too, so that the pool holds several connections used just now.
+    let first =
+        futures_util::future::join_all((0..8).map(|_| app.query(by_playback, variables.clone())))
+            .await;
+    assert!(first.iter().all(|data| *data == expected), "{first:?}");
+    assert_eq!(ask(&mut client, "before").await, expected);
+    let retries = "fastpix_sync_graphql_query_retries_total";
+    assert_eq!(app.metric(retries, &[]).await, 0.0);
+
+    end_every_connection(&app).await;
+
+    for n in 0..4 {
+        assert_eq!(ask(&mut client, &format!("after-{n}")).await, expected);
     }
-    // At least the first of them met a connection that had ended.
+    // At least the first of them met a connection that had ended, and ran again on another.
     assert!(app.metric(retries, &[]).await >= 1.0);
 }
