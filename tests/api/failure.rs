@@ -136,18 +136,12 @@ async fn terminated_postgres_connections_answer_503_and_the_retry_applies_once()
 /// that died runs again on another instead of answering an error.
 #[tokio::test]
 async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
-    // A SQLite connection lives in this process: nothing ends it.
-    let Some(test_db) = TestDb::postgres_only("ending the database's connections").await else {
+    let Some((app, variables, expected)) = postgres_app_with_a_media().await else {
         return;
     };
-    let app = spawn_app_on(test_db).await;
-    assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
-    let by_playback = "query($p: String!) { mediaByPlaybackId(playbackId: $p) { id status } }";
-    let variables = json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" });
-    let expected = json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } });
     // Several at once, so that the pool holds several connections used just now.
     let first =
-        futures_util::future::join_all((0..8).map(|_| app.query(by_playback, variables.clone())))
+        futures_util::future::join_all((0..8).map(|_| app.query(BY_PLAYBACK, variables.clone())))
             .await;
     assert!(first.iter().all(|data| *data == expected), "{first:?}");
     let retries = "fastpix_sync_graphql_query_retries_total";
@@ -156,10 +150,24 @@ async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
     end_every_connection(&app).await;
 
     for _ in 0..4 {
-        assert_eq!(app.query(by_playback, variables.clone()).await, expected);
+        assert_eq!(app.query(BY_PLAYBACK, variables.clone()).await, expected);
     }
     // At least the first of them met a connection that had ended.
     assert!(app.metric(retries, &[]).await >= 1.0);
+}
+
+/// The media query the lost-connection tests ask.
+const BY_PLAYBACK: &str = "query($p: String!) { mediaByPlaybackId(playbackId: $p) { id status } }";
+
+/// On PostgreSQL only (a SQLite connection lives in this process: nothing ends it), an app holding one
+/// media, with [`BY_PLAYBACK`]'s variables for it and its answer.
+async fn postgres_app_with_a_media() -> Option<(TestApp, serde_json::Value, serde_json::Value)> {
+    let test_db = TestDb::postgres_only("ending the database's connections").await?;
+    let app = spawn_app_on(test_db).await;
+    assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
+    let variables = json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" });
+    let expected = json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } });
+    Some((app, variables, expected))
 }
 
 /// Ends every PostgreSQL connection of the app's database, each backend gone before this returns.
@@ -184,18 +192,13 @@ async fn end_every_connection(app: &TestApp) {
 
 #[tokio::test]
 async fn a_websocket_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
-    let Some(test_db) = TestDb::postgres_only("ending the database's connections").await else {
+    let Some((app, variables, expected)) = postgres_app_with_a_media().await else {
         return;
     };
-    let app = spawn_app_on(test_db).await;
-    assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
-    let by_playback = "query($p: String!) { mediaByPlaybackId(playbackId: $p) { id status } }";
-    let variables = json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" });
-    let expected = json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } });
     let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
     client.init(json!({})).await;
     let ask = async |client: &mut WsClient, id: &str| {
-        client.subscribe(id, by_playback, variables.clone()).await;
+        client.subscribe(id, BY_PLAYBACK, variables.clone()).await;
         let data = client.next_data(id).await;
         let end = client.message().await;
         assert_eq!((&end["type"], &end["id"]), (&json!("complete"), &json!(id)));
@@ -203,7 +206,7 @@ async fn a_websocket_query_after_postgres_ended_its_connections_answers_from_a_n
     };
     // Several at once over HTTP too, so that the pool holds several connections used just now.
     let first =
-        futures_util::future::join_all((0..8).map(|_| app.query(by_playback, variables.clone())))
+        futures_util::future::join_all((0..8).map(|_| app.query(BY_PLAYBACK, variables.clone())))
             .await;
     assert!(first.iter().all(|data| *data == expected), "{first:?}");
     assert_eq!(ask(&mut client, "before").await, expected);
