@@ -50,8 +50,9 @@ pub const POSTGRES_POOL_SIZE: u32 = 16;
 /// untested: a connection used in the last few seconds whose server went away meanwhile (PostgreSQL
 /// restarted): the first statement on it fails, and sqlx drops the connection as it comes back to the
 /// pool. The intake writer then stores the delivery again on another connection
-/// (`webhook::writer`), and a GraphQL query, over HTTP or a websocket, runs again on another
-/// (`http::graphql::retrying`); a subscription's first state answers an error.
+/// (`webhook::writer`), a GraphQL query, over HTTP or a websocket, runs again on another
+/// (`http::graphql::retrying`), and so does an entity subscription's read of the current state
+/// (`graphql::watch`, through [`again_if_lost`]); the update and event feeds answer an error.
 pub const POSTGRES_TEST_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Sets `plan_cache_mode` to `$1` for the session, when it has its built-in default (no row before
@@ -183,6 +184,33 @@ pub fn is_lost_connection(error: &DbErr) -> bool {
         (code.starts_with("08") && code != "08P01")
             || matches!(&*code, "57P01" | "57P02" | "57P03" | "57P05")
     })
+}
+
+/// Runs `read`, and again while it fails on a lost connection ([`is_lost_connection`]): at most
+/// [`LOST_CONNECTION_ATTEMPTS`] times, none started [`LOST_CONNECTION_RETRIES_FOR`] after the first. Each
+/// attempt gets a connection from the pool anew, and sqlx drops the lost one. Only for work that is safe
+/// to run again, such as reads. `again` is called before each new attempt (to count it).
+pub async fn again_if_lost<T, F, Fut>(mut read: F, mut again: impl FnMut()) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbErr>>,
+{
+    let started = std::time::Instant::now();
+    let mut attempts = 1;
+    loop {
+        match read().await {
+            Err(error)
+                if is_lost_connection(&error)
+                    && attempts < LOST_CONNECTION_ATTEMPTS
+                    && started.elapsed() < LOST_CONNECTION_RETRIES_FOR =>
+            {
+                attempts += 1;
+                again();
+                tracing::warn!(%error, attempts, "a read lost its database connection; trying again on another");
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Connects and applies pending migrations.

@@ -13,6 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::errors::internal;
 use super::subscription::{Handles, Target};
+use crate::db::again_if_lost;
 use crate::events::relay::load_change;
 use crate::events::{Moved, Snapshot};
 use crate::store::entities;
@@ -175,11 +176,17 @@ pub fn entity_stream<W: Watched>(
         loop {
             if reload {
                 reload = false;
+                // Read again on another connection where PostgreSQL ended this one (as it restarted).
                 if let (None, Target::PlaybackId(playback)) = (&id, &target) {
-                    id = W::owner_of(&db, playback).await.map_err(internal)?;
+                    id = again_if_lost(|| W::owner_of(&db, playback), || metrics.graphql_retry())
+                        .await
+                        .map_err(internal)?;
                 }
                 if let Some(current_id) = &id {
-                    let (position, current) = load_at::<W>(&db, current_id).await.map_err(internal)?;
+                    let (position, current) =
+                        again_if_lost(|| load_at::<W>(&db, current_id), || metrics.graphql_retry())
+                            .await
+                            .map_err(internal)?;
                     seen = seen.max(position);
                     if let Some(current) = current.filter(|c| last.as_ref() != Some(c)) {
                         last = Some(current.clone());
