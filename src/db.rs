@@ -1,6 +1,6 @@
 //! Connecting to the database and keeping its schema current.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx;
@@ -186,27 +186,50 @@ pub fn is_lost_connection(error: &DbErr) -> bool {
     })
 }
 
-/// Runs `read`, and again while it fails on a lost connection ([`is_lost_connection`]): at most
-/// [`LOST_CONNECTION_ATTEMPTS`] times, none started [`LOST_CONNECTION_RETRIES_FOR`] after the first. Each
-/// attempt gets a connection from the pool anew, and sqlx drops the lost one. Only for work that is safe
-/// to run again, such as reads. `again` is called before each new attempt (to count it).
+/// The attempts of work that meets lost connections: at most [`LOST_CONNECTION_ATTEMPTS`], none started
+/// [`LOST_CONNECTION_RETRIES_FOR`] after the first. Made as the first attempt starts. Each attempt gets
+/// a connection from the pool anew, and sqlx drops a lost one.
+pub struct Attempts {
+    started: Instant,
+    made: u32,
+}
+
+impl Attempts {
+    pub fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            made: 1,
+        }
+    }
+
+    /// Whether another attempt may start, after one that met a lost connection; counts it if so.
+    pub fn another(&mut self) -> bool {
+        let may = self.made < LOST_CONNECTION_ATTEMPTS
+            && self.started.elapsed() < LOST_CONNECTION_RETRIES_FOR;
+        self.made += u32::from(may);
+        may
+    }
+
+    /// Attempts made so far.
+    pub fn made(&self) -> u32 {
+        self.made
+    }
+}
+
+/// Runs `read`, and again while it fails on a lost connection ([`is_lost_connection`]), as far as
+/// [`Attempts`] allow. Only for work that is safe to run again, such as reads. `again` is called before
+/// each new attempt (to count it).
 pub async fn again_if_lost<T, F, Fut>(mut read: F, mut again: impl FnMut()) -> Result<T, DbErr>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, DbErr>>,
 {
-    let started = std::time::Instant::now();
-    let mut attempts = 1;
+    let mut attempts = Attempts::start();
     loop {
         match read().await {
-            Err(error)
-                if is_lost_connection(&error)
-                    && attempts < LOST_CONNECTION_ATTEMPTS
-                    && started.elapsed() < LOST_CONNECTION_RETRIES_FOR =>
-            {
-                attempts += 1;
+            Err(error) if is_lost_connection(&error) && attempts.another() => {
                 again();
-                tracing::warn!(%error, attempts, "a read lost its database connection; trying again on another");
+                tracing::warn!(%error, attempts = attempts.made(), "a read lost its database connection; trying again on another");
             }
             result => return result,
         }
@@ -328,6 +351,18 @@ mod tests {
         fn kind(&self) -> sqlx::error::ErrorKind {
             sqlx::error::ErrorKind::Other
         }
+    }
+
+    #[test]
+    fn work_that_meets_lost_connections_is_tried_at_most_lost_connection_attempts_times() {
+        let mut attempts = super::Attempts::start();
+        let mut more = 0;
+        while attempts.another() {
+            more += 1;
+        }
+        assert_eq!(more + 1, super::LOST_CONNECTION_ATTEMPTS);
+        assert_eq!(attempts.made(), super::LOST_CONNECTION_ATTEMPTS);
+        assert!(!attempts.another(), "no attempt after the last");
     }
 
     #[test]

@@ -297,27 +297,39 @@ pub async fn ingest(
     outcome
 }
 
+/// What a side's windows measured, over all of them.
+#[derive(Default)]
+struct Totals {
+    load: LoadResult,
+    cpu: CpuTally,
+}
+
+impl Totals {
+    /// Runs one measured window, `load` on `server`, and adds what it measured.
+    async fn add(&mut self, server: &Server, load: impl Future<Output = LoadResult>) {
+        let result = self.cpu.measure(server, load).await;
+        self.load = std::mem::take(&mut self.load).merge(result);
+    }
+}
+
 /// One side of the ingest scenario: its server and what its windows measured.
 struct Side {
     server: Server,
-    load: LoadResult,
-    cpu: CpuTally,
+    totals: Totals,
 }
 
 impl Side {
     fn new(server: Server) -> Self {
         Self {
             server,
-            load: LoadResult::default(),
-            cpu: CpuTally::default(),
+            totals: Totals::default(),
         }
     }
 
     /// One measured window of webhooks numbered from `first`.
     async fn measure(&mut self, window: &LoadConfig, first: u64) {
         let load = send_webhooks(&self.server, window, first);
-        let result = self.cpu.measure(&self.server, load).await;
-        self.load = std::mem::take(&mut self.load).merge(result);
+        self.totals.add(&self.server, load).await;
     }
 }
 
@@ -356,10 +368,10 @@ async fn ingest_on(
     Ok(IngestOutcome {
         backend: backend.clone(),
         senders: config.workers,
-        ours: ours.load,
-        baseline: baseline.load,
-        ours_cpu: ours.cpu.cpu(),
-        baseline_cpu: baseline.cpu.cpu(),
+        ours: ours.totals.load,
+        baseline: baseline.totals.load,
+        ours_cpu: ours.totals.cpu.cpu(),
+        baseline_cpu: baseline.totals.cpu.cpu(),
         durability,
     })
 }
@@ -818,6 +830,21 @@ pub struct QueryOutcome {
     pub baseline_cpu: Option<Cpu>,
 }
 
+/// A closed loop of `POST`s of `body(n)` to `url` through `client`, each answered with `expect` in it.
+fn posts(
+    config: &LoadConfig,
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Fn(u64) -> Vec<u8> + Send + Sync + 'static,
+    expect: &'static str,
+) -> impl Future<Output = LoadResult> {
+    let (client, url) = (client.clone(), Arc::new(url.to_owned()));
+    closed_loop(config, move |n| {
+        let (client, url, body) = (client.clone(), url.clone(), body(n));
+        async move { post_expect(&client, &url, &[], body, expect).await }
+    })
+}
+
 /// The `mediaByPlaybackId` request for media `n`.
 pub fn media_query(n: u64) -> Vec<u8> {
     serde_json::json!({
@@ -854,50 +881,39 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
         .into());
     }
     let config = window_of(&sizes.query);
-    let url = Arc::new(format!("{}/graphql", server.http()));
+    let url = format!("{}/graphql", server.http());
     // Each side has its own connections, so neither starts on the other's warm ones.
     let (ours_client, baseline_client) = (http_client(config.workers), http_client(config.workers));
-    let (mut ours, mut baseline) = (LoadResult::default(), LoadResult::default());
-    let (mut ours_cpu, mut baseline_cpu) = (CpuTally::default(), CpuTally::default());
+    let (mut ours, mut baseline) = (Totals::default(), Totals::default());
     for round in 0..ROUNDS {
         for turn in turns(round) {
-            let url = url.clone();
-            let (total, measured) = match turn {
-                Turn::Baseline => {
-                    let client = baseline_client.clone();
-                    let load = closed_loop(&config, move |_| {
-                        let (client, url) = (client.clone(), url.clone());
-                        async move {
-                            let body = br#"{"query":"{ __typename }"}"#.to_vec();
-                            post_expect(&client, &url, &[], body, r#""__typename":"Query""#).await
-                        }
-                    });
-                    (&mut baseline, baseline_cpu.measure(server, load).await)
-                }
-                Turn::Ours => {
-                    let client = ours_client.clone();
-                    let load = closed_loop(&config, move |n| {
-                        let (client, url) = (client.clone(), url.clone());
-                        async move {
-                            let body = media_query(n % media);
-                            post_expect(&client, &url, &[], body, r#""mediaByPlaybackId":{"id""#)
-                                .await
-                        }
-                    });
-                    (&mut ours, ours_cpu.measure(server, load).await)
-                }
+            type Body = Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
+            let (totals, client, body, expect): (_, _, Body, _) = match turn {
+                Turn::Baseline => (
+                    &mut baseline,
+                    &baseline_client,
+                    Box::new(|_| br#"{"query":"{ __typename }"}"#.to_vec()),
+                    r#""__typename":"Query""#,
+                ),
+                Turn::Ours => (
+                    &mut ours,
+                    &ours_client,
+                    Box::new(move |n| media_query(n % media)),
+                    r#""mediaByPlaybackId":{"id""#,
+                ),
             };
-            *total = std::mem::take(total).merge(measured);
+            totals
+                .add(server, posts(&config, client, &url, body, expect))
+                .await;
         }
     }
-    let (ours_cpu, baseline_cpu) = (ours_cpu.cpu(), baseline_cpu.cpu());
     Ok(QueryOutcome {
         connections: config.workers,
         media,
-        ours,
-        baseline,
-        ours_cpu,
-        baseline_cpu,
+        ours: ours.load,
+        baseline: baseline.load,
+        ours_cpu: ours.cpu.cpu(),
+        baseline_cpu: baseline.cpu.cpu(),
     })
 }
 

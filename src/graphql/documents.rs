@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_graphql::Request;
 use async_graphql::parser::parse_query;
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
+};
 use lru::LruCache;
 use prometheus::IntCounter;
 
@@ -132,6 +134,25 @@ impl Documents {
         request.set_parsed_query(document);
         true
     }
+}
+
+/// The operation `request` runs: its document's only one, or the one its `operationName` names. `None`
+/// when the document does not parse or names no such operation (async-graphql reports either as it runs).
+/// Give the request its document first ([`Documents::parse`]), or this parses it.
+pub fn operation(request: &mut Request) -> Option<&OperationDefinition> {
+    let operation_name = request.operation_name.clone();
+    let document = request.parsed_query().ok()?;
+    let operation = match (&document.operations, &operation_name) {
+        (DocumentOperations::Single(operation), _) => operation,
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str())?,
+        (DocumentOperations::Multiple(_), None) => return None,
+    };
+    Some(&operation.node)
+}
+
+/// Whether `request` runs a query (not a subscription, nor a document that fails to parse).
+pub fn is_query(request: &mut Request) -> bool {
+    operation(request).is_some_and(|o| o.ty == OperationType::Query)
 }
 
 #[cfg(test)]

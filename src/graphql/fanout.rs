@@ -19,9 +19,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
-use async_graphql::parser::types::{
-    DocumentOperations, OperationDefinition, OperationType, Selection,
-};
+use async_graphql::parser::types::{OperationType, Selection};
 use async_graphql::{Data, Request, Response};
 use futures_util::{Stream, StreamExt};
 use sea_orm::DatabaseConnection;
@@ -254,7 +252,7 @@ impl Fanout {
 
 /// Whether `request` selects exactly one shareable root field of a subscription.
 fn shareable(request: &mut Request) -> bool {
-    let Some(operation) = operation(request) else {
+    let Some(operation) = super::documents::operation(request) else {
         return false;
     };
     operation.ty == OperationType::Subscription
@@ -263,20 +261,6 @@ fn shareable(request: &mut Request) -> bool {
             [item] if matches!(&item.node, Selection::Field(field)
                 if SHAREABLE_FIELDS.contains(&field.node.name.node.as_str()))
         )
-}
-
-/// The operation `request` runs: its document's only one, or the one its `operationName` names. `None`
-/// when the document does not parse or names no such operation (async-graphql reports either as it runs).
-/// Give the request its document first (`documents.parse`), or this parses it.
-pub fn operation(request: &mut Request) -> Option<&OperationDefinition> {
-    let operation_name = request.operation_name.clone();
-    let document = request.parsed_query().ok()?;
-    let operation = match (&document.operations, &operation_name) {
-        (DocumentOperations::Single(operation), _) => operation,
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str())?,
-        (DocumentOperations::Multiple(_), None) => return None,
-    };
-    Some(&operation.node)
 }
 
 /// A running shared execution; dropping the last handle stops it.

@@ -1,7 +1,5 @@
 //! `/graphql`: queries over `POST` and `GET ?query=`, subscriptions over a websocket upgrade on `GET`.
 
-use std::time::Instant;
-
 use async_graphql::http::WebSocketProtocols;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
@@ -12,10 +10,10 @@ use axum::routing::get;
 use sea_orm::DbBackend;
 
 use crate::app::AppState;
-use crate::db::{LOST_CONNECTION_ATTEMPTS, LOST_CONNECTION_RETRIES_FOR};
+use crate::db::Attempts;
 use crate::error::ApiError;
 use crate::graphql::errors::met_lost_connection;
-use crate::graphql::{Role, prepare, with_error_codes};
+use crate::graphql::{Role, documents, prepare, with_error_codes};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/graphql", get(get_graphql).post(post_graphql))
@@ -45,7 +43,7 @@ async fn execute(
 ) -> GraphQLResponse {
     let operation = super::ws::operation_kind(&request.query);
     state.documents.parse(&mut request);
-    let response = retrying(state, operation == "query", request, |request| {
+    let response = retrying(state, request, |request| {
         state.schema.execute(prepare(request, &state.db, role))
     })
     .await;
@@ -54,43 +52,39 @@ async fn execute(
     response.into()
 }
 
-/// Runs `request` (its document already given by `documents.parse`) with `run`; on PostgreSQL, when
-/// `is_query` and it met a lost connection (one PostgreSQL closed as it restarted, say, which the pool
+/// Runs `request` (its document already given by `documents.parse`) with `run`; on PostgreSQL, when it
+/// is a query and met a lost connection (one PostgreSQL closed as it restarted, say, which the pool
 /// hands out unchecked when it was used in the last few seconds: `db::POSTGRES_TEST_AFTER_IDLE`), runs
-/// a copy again, on another connection, as the intake writer does with a delivery; the earlier answers
-/// are dropped. A query only reads, so running it again is safe. Used for queries over HTTP and over a
-/// websocket. Each execution counts in `fastpix_sync_graphql_documents_total`.
+/// a copy again, on another connection, as far as [`Attempts`] allow, as the intake writer does with a
+/// delivery; the earlier answers are dropped. A query only reads, so running it again is safe. Used for
+/// queries over HTTP and over a websocket. Each execution counts in
+/// `fastpix_sync_graphql_documents_total`.
 pub(super) async fn retrying<F, Fut>(
     state: &AppState,
-    is_query: bool,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
     mut run: F,
 ) -> async_graphql::Response
 where
     F: FnMut(async_graphql::Request) -> Fut,
     Fut: Future<Output = async_graphql::Response>,
 {
-    let started = Instant::now();
-    let again = (is_query && state.db.get_database_backend() == DbBackend::Postgres)
-        .then(|| copy(&request));
+    let mut attempts = Attempts::start();
+    let again = (state.db.get_database_backend() == DbBackend::Postgres
+        && documents::is_query(&mut request))
+    .then(|| copy(&request));
     let mut response = run(request).await;
     let Some(request) = again else {
         return response;
     };
-    let mut attempts = 1;
-    while met_lost_connection(&response)
-        && attempts < LOST_CONNECTION_ATTEMPTS
-        && started.elapsed() < LOST_CONNECTION_RETRIES_FOR
-    {
-        attempts += 1;
+    while met_lost_connection(&response) && attempts.another() {
         state.metrics.graphql_retry();
-        let mut again = copy(&request);
-        state.documents.parse(&mut again);
-        response = run(again).await;
+        let mut next = copy(&request);
+        state.documents.parse(&mut next);
+        response = run(next).await;
     }
     if met_lost_connection(&response) {
         tracing::error!(
-            attempts,
+            attempts = attempts.made(),
             "a GraphQL query lost its database connection on every attempt"
         );
     }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_graphql::Data;
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
-use async_graphql::parser::types::OperationType;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -21,8 +20,8 @@ use tokio::time::{Instant, timeout};
 use tokio_stream::StreamMap;
 
 use crate::app::AppState;
-use crate::graphql::fanout::{self, Frame, FrameKind, Frames};
-use crate::graphql::{Role, loaders};
+use crate::graphql::fanout::{Frame, FrameKind, Frames};
+use crate::graphql::{Role, documents, loaders};
 
 /// Timeouts of websocket connections.
 #[derive(Clone, Copy, Debug)]
@@ -253,19 +252,12 @@ async fn handle(
             let operation = operation_kind(&payload.query);
             let parsed = state.documents.parse(&mut payload);
             // Only subscriptions can share an execution (a document the keyword test misreads runs alone,
-            // and so does one that does not parse: async-graphql reports its error). A query runs again
-            // where it met a lost connection, as over HTTP.
-            let frames = if parsed
-                && fanout::operation(&mut payload).map(|o| o.ty) == Some(OperationType::Query)
-            {
-                answer(state, session, payload)
-            } else {
-                let shared = match operation {
-                    "subscription" if parsed => state.fanout.subscribe(payload, session.role),
-                    _ => Err(payload),
-                };
-                shared.unwrap_or_else(|payload| alone(state, session, payload))
+            // and so does one that does not parse: async-graphql reports its error).
+            let shared = match operation {
+                "subscription" if parsed => state.fanout.subscribe(payload, session.role),
+                _ => Err(payload),
             };
+            let frames = shared.unwrap_or_else(|payload| alone(state, session, payload));
             let guard = state.metrics.subscription_started();
             let outcomes = state.metrics.graphql_outcomes(operation);
             let frames = frames.inspect(move |frame| {
@@ -293,12 +285,16 @@ async fn handle(
     }
 }
 
-/// Runs a query for this subscriber: its one answer, then the end. On PostgreSQL, a query that met a lost
-/// connection runs again on another (`http::graphql::retrying`).
-fn answer(state: &AppState, session: &Session, request: async_graphql::Request) -> Frames {
+/// Runs an operation for this subscriber only (anything but an entity subscription). A query gives its
+/// one answer, then the end; on PostgreSQL, one that met a lost connection runs again on another
+/// (`http::graphql::retrying`).
+fn alone(state: &AppState, session: &Session, mut request: async_graphql::Request) -> Frames {
+    if !documents::is_query(&mut request) {
+        return streamed(state, session, request);
+    }
     let (state, data) = (state.clone(), session.data.clone());
     let response = async move {
-        let response = super::graphql::retrying(&state, true, request, |request| {
+        let response = super::graphql::retrying(&state, request, |request| {
             let mut answers = state
                 .schema
                 .execute_stream_with_session_data(request, data.clone());
@@ -311,8 +307,9 @@ fn answer(state: &AppState, session: &Session, request: async_graphql::Request) 
     Box::pin(futures_util::stream::once(response).chain(complete))
 }
 
-/// Runs an operation for this subscriber only (anything but an entity subscription or a query).
-fn alone(state: &AppState, session: &Session, request: async_graphql::Request) -> Frames {
+/// Runs anything but a query for this subscriber only (a subscription, or a document that does not parse
+/// or names no operation, which answers its error): every answer, then the end.
+fn streamed(state: &AppState, session: &Session, request: async_graphql::Request) -> Frames {
     let responses = state
         .schema
         .execute_stream_with_session_data(request, session.data.clone())

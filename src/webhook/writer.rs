@@ -72,7 +72,6 @@
 //! deadlock, and its deliveries are stored again as above.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
 
 use entity::webhook_event;
 use futures_util::FutureExt;
@@ -86,9 +85,7 @@ use super::apply::{self, Changed, Locking};
 use super::event::{EntityRef, Event};
 use super::working::Working;
 use super::{Outcome, Reply, STALE_REASON};
-use crate::db::{
-    LOST_CONNECTION_ATTEMPTS, LOST_CONNECTION_RETRIES_FOR, is_lost_connection, sqlstate,
-};
+use crate::db::{Attempts, is_lost_connection, sqlstate};
 use crate::events::relay::Committing;
 use crate::events::{Change, Publisher};
 use crate::metrics::Metrics;
@@ -251,13 +248,11 @@ impl GroupCommit {
     }
 
     /// Stores one delivery in a transaction of its own, again when PostgreSQL aborted it to break a
-    /// deadlock with another instance's transaction, or when its connection was lost (no attempt starts
-    /// [`LOST_CONNECTION_RETRIES_FOR`] after the first: the deliveries queued behind this one wait
-    /// meanwhile). A transaction whose connection was lost during its commit may have committed: the
+    /// deadlock with another instance's transaction, or when its connection was lost (as far as
+    /// [`Attempts`] allow: the deliveries queued behind this one wait meanwhile). A transaction whose connection was lost during its commit may have committed: the
     /// next attempt then finds its event stored and answers it as a duplicate.
     async fn commit_alone(&self, delivery: &Delivery) -> Result<Committed, DbErr> {
-        let (mut deadlocks, mut lost) = (0, 0);
-        let started = Instant::now();
+        let (mut deadlocks, mut attempts) = (0, Attempts::start());
         loop {
             self.metrics.intake_batch(1);
             match self.commit_caught(std::slice::from_ref(delivery)).await {
@@ -265,13 +260,8 @@ impl GroupCommit {
                     deadlocks += 1;
                     tracing::debug!(%error, deadlocks, "intake transaction aborted by a deadlock; trying again");
                 }
-                Err(error)
-                    if is_lost_connection(&error)
-                        && lost + 1 < LOST_CONNECTION_ATTEMPTS
-                        && started.elapsed() < LOST_CONNECTION_RETRIES_FOR =>
-                {
-                    lost += 1;
-                    tracing::warn!(%error, lost, "intake transaction lost its database connection; trying again on another");
+                Err(error) if is_lost_connection(&error) && attempts.another() => {
+                    tracing::warn!(%error, attempts = attempts.made(), "intake transaction lost its database connection; trying again on another");
                 }
                 result => return result,
             }
