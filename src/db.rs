@@ -51,8 +51,8 @@ pub const POSTGRES_POOL_SIZE: u32 = 16;
 /// restarted): the first statement on it fails, and sqlx drops the connection as it comes back to the
 /// pool. The intake writer then stores the delivery again on another connection
 /// (`webhook::writer`), a GraphQL query, over HTTP or a websocket, runs again on another
-/// (`http::graphql::retrying`), and so does an entity subscription's read of the current state
-/// (`graphql::watch`, through [`again_if_lost`]); the update and event feeds answer an error.
+/// (`http::graphql::retrying`), and so does each read of a subscription (`graphql::watch::reading`,
+/// through [`again_if_lost`]): an entity's current state, a feed's start, the log it catches up from.
 pub const POSTGRES_TEST_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Sets `plan_cache_mode` to `$1` for the session, when it has its built-in default (no row before

@@ -114,8 +114,8 @@ impl Metrics {
         );
         let graphql_retries = IntCounter::new(
             "graphql_query_retries_total",
-            "GraphQL queries (over HTTP or a websocket), and entity subscriptions' reads of the current \
-             state, run again on another connection after they met a lost PostgreSQL connection",
+            "GraphQL queries (over HTTP or a websocket) and subscriptions' reads of the database, run \
+             again on another connection after they met a lost PostgreSQL connection",
         );
         let relay_reconnects = IntCounter::new(
             "relay_reconnects_total",

@@ -15,7 +15,9 @@ use super::auth::Role;
 use super::errors::{bad_input, forbidden};
 use super::pagination::decode_event_cursor;
 use super::types::{LiveStream, LiveStreamStatus, Media, MediaStatus, WebhookEvent};
-use super::watch::{CATCH_UP_PAGE, current_position, entity_stream, events_after, updates_stream};
+use super::watch::{
+    CATCH_UP_PAGE, current_position, entity_stream, events_after, reading, updates_stream,
+};
 use crate::events::{Bus, Snapshot};
 use crate::metrics::Metrics;
 use entity::{live_stream, media};
@@ -91,7 +93,7 @@ impl Subscription {
         let statuses: Option<Vec<&'static str>> =
             status.map(|s| s.iter().map(|s| s.as_str()).collect());
         let handles = handles(ctx)?;
-        let seen = current_position(&handles.db).await?;
+        let seen = reading(&handles.metrics, || current_position(&handles.db)).await?;
         let stream = updates_stream::<Snapshot<live_stream::Model>>(handles, seen, move |s| {
             statuses
                 .as_ref()
@@ -111,7 +113,7 @@ impl Subscription {
         let statuses: Option<Vec<&'static str>> =
             status.map(|s| s.iter().map(|s| s.as_str()).collect());
         let handles = handles(ctx)?;
-        let seen = current_position(&handles.db).await?;
+        let seen = reading(&handles.metrics, || current_position(&handles.db)).await?;
         let stream = updates_stream::<Snapshot<media::Model>>(handles, seen, move |s| {
             statuses
                 .as_ref()
@@ -151,7 +153,7 @@ impl Subscription {
             let mut caught_up = false;
             loop {
                 if !caught_up {
-                    let page = events_after(&db, last).await?;
+                    let page = reading(&metrics, || events_after(&db, last)).await?;
                     caught_up = (page.len() as u64) < CATCH_UP_PAGE;
                     for row in page {
                         last = row.position.unwrap_or(last);

@@ -16,6 +16,7 @@ use super::subscription::{Handles, Target};
 use crate::db::again_if_lost;
 use crate::events::relay::load_change;
 use crate::events::{Moved, Snapshot};
+use crate::metrics::Metrics;
 use crate::store::entities;
 use crate::webhook::fields::Playback;
 
@@ -26,12 +27,24 @@ pub const CATCH_UP_PAGE: u64 = 500;
 pub async fn events_after(
     db: &DatabaseConnection,
     position: i64,
-) -> Result<Vec<webhook_event::Model>> {
+) -> Result<Vec<webhook_event::Model>, DbErr> {
     webhook_event::Entity::find()
         .filter(webhook_event::Column::Position.gt(position))
         .order_by_asc(webhook_event::Column::Position)
         .limit(CATCH_UP_PAGE)
         .all(db)
+        .await
+}
+
+/// A subscription's read of the database: run again on another connection where PostgreSQL ended this
+/// one (as it does when it restarts), as far as `db::Attempts` allow, each new attempt counted in
+/// `fastpix_sync_graphql_query_retries_total`; any other failure is the subscription's error.
+pub async fn reading<T, F, Fut>(metrics: &Metrics, read: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbErr>>,
+{
+    again_if_lost(read, || metrics.graphql_retry())
         .await
         .map_err(internal)
 }
@@ -146,11 +159,10 @@ async fn load_at<W: Watched>(db: &DatabaseConnection, id: &str) -> Result<(i64, 
 }
 
 /// The last position handed out.
-pub async fn current_position(db: &DatabaseConnection) -> Result<i64> {
+pub async fn current_position(db: &DatabaseConnection) -> Result<i64, DbErr> {
     Ok(log_position::Entity::find_by_id(1)
         .one(db)
-        .await
-        .map_err(internal)?
+        .await?
         .map_or(0, |row| row.last))
 }
 
@@ -176,17 +188,11 @@ pub fn entity_stream<W: Watched>(
         loop {
             if reload {
                 reload = false;
-                // Read again on another connection where PostgreSQL ended this one (as it restarted).
                 if let (None, Target::PlaybackId(playback)) = (&id, &target) {
-                    id = again_if_lost(|| W::owner_of(&db, playback), || metrics.graphql_retry())
-                        .await
-                        .map_err(internal)?;
+                    id = reading(&metrics, || W::owner_of(&db, playback)).await?;
                 }
                 if let Some(current_id) = &id {
-                    let (position, current) =
-                        again_if_lost(|| load_at::<W>(&db, current_id), || metrics.graphql_retry())
-                            .await
-                            .map_err(internal)?;
+                    let (position, current) = reading(&metrics, || load_at::<W>(&db, current_id)).await?;
                     seen = seen.max(position);
                     if let Some(current) = current.filter(|c| last.as_ref() != Some(c)) {
                         last = Some(current.clone());
@@ -247,8 +253,8 @@ pub fn updates_stream<W: Watched>(
                 Err(RecvError::Lagged(_)) => {
                     metrics.lagged();
                     // Missed changes are rebuilt from the log, each as of its own position, in order.
-                    match current_position(&db).await? {
-                        latest if latest > seen => load_change(&db, latest).await.map_err(internal)?,
+                    match reading(&metrics, || current_position(&db)).await? {
+                        latest if latest > seen => reading(&metrics, || load_change(&db, latest)).await?,
                         _ => continue,
                     }
                     .ok_or_else(|| internal("a committed change vanished from the log"))?
@@ -257,7 +263,7 @@ pub fn updates_stream<W: Watched>(
             };
             let mut missed = Vec::new();
             for position in seen + 1..change.position {
-                if let Some(change) = load_change(&db, position).await.map_err(internal)? {
+                if let Some(change) = reading(&metrics, || load_change(&db, position)).await? {
                     missed.push(change);
                 }
             }

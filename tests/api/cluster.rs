@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fastpix_sync::http::ws::WsConfig;
 use sea_orm::ConnectionTrait;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
 use crate::ordering::{in_order_events, renamed, rows_of_case};
@@ -67,13 +67,6 @@ async fn read(client: &mut WsClient, count: usize) -> (Vec<String>, Vec<String>)
         }
     }
     (statuses, events)
-}
-
-fn event_id(name: &str) -> String {
-    serde_json::from_slice::<Value>(&fixture(name)).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[tokio::test]

@@ -161,7 +161,7 @@ async fn postgres_app_with_a_media() -> Option<(TestApp, serde_json::Value, serd
     let test_db = TestDb::postgres_only("ending the database's connections").await?;
     let app = spawn_app_on(test_db).await;
     assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
-    let variables = json!({ "p": "a1b2c3d4-e5f6-4789-9abc-def012345678" });
+    let variables = json!({ "p": MEDIA_PLAYBACK_ID });
     let expected = json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } });
     let first =
         futures_util::future::join_all((0..8).map(|_| app.query(BY_PLAYBACK, variables.clone())))
@@ -237,6 +237,62 @@ async fn a_subscription_after_postgres_ended_its_connections_reads_its_first_sta
     assert_eq!(
         client.next_data("media").await,
         json!({ "media": expected["mediaByPlaybackId"] })
+    );
+    assert!(app.metric(RETRIES, &[]).await >= 1.0);
+}
+
+/// The update feeds read the log's position as they start, and catch up from the log after falling
+/// behind: on PostgreSQL, a read that met a connection PostgreSQL ended runs again on another.
+#[tokio::test]
+async fn an_update_feed_after_postgres_ended_its_connections_starts_on_a_new_one() {
+    let Some((app, _, _)) = postgres_app_with_a_media().await else {
+        return;
+    };
+    end_every_connection(&app).await;
+
+    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe(
+            "updates",
+            "subscription { mediaUpdates { id status } }",
+            json!({}),
+        )
+        .await;
+    // The feed's first read met an ended connection, and ran again; a change committed before that
+    // read ends is not the feed's to send, so wait for it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.metric(RETRIES, &[]).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no read ran again");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(app.deliver_fixture("video.media.ready").await, "applied");
+    assert_eq!(
+        client.next_data("updates").await,
+        json!({ "mediaUpdates": { "id": MEDIA_ID, "status": "READY" } })
+    );
+}
+
+/// The event feed reads the log from its cursor: on PostgreSQL, a read that met a connection
+/// PostgreSQL ended runs again on another.
+#[tokio::test]
+async fn an_event_feed_after_postgres_ended_its_connections_reads_the_log_from_a_new_one() {
+    let Some((app, _, _)) = postgres_app_with_a_media().await else {
+        return;
+    };
+    end_every_connection(&app).await;
+
+    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
+        .await;
+    client
+        .subscribe("events", "subscription { webhookEvents { id } }", json!({}))
+        .await;
+    assert_eq!(
+        client.next_data("events").await,
+        json!({ "webhookEvents": { "id": event_id("video.media.created") } })
     );
     assert!(app.metric(RETRIES, &[]).await >= 1.0);
 }

@@ -49,6 +49,8 @@ pub const LIVE_SEQUENCE: [&str; 16] = [
 ];
 
 pub const MEDIA_ID: &str = "7d3c2b1a-4e5f-4a6b-8c9d-0e1f2a3b4c5d";
+/// The playback id of [`MEDIA_ID`] in the fixtures.
+pub const MEDIA_PLAYBACK_ID: &str = "a1b2c3d4-e5f6-4789-9abc-def012345678";
 pub const UPLOAD_ID: &str = "3f9a8b7c-6d5e-4f3a-9b2c-1d0e9f8a7b6c";
 pub const FAILED_ID: &str = "9c8b7a6f-5e4d-4c3b-a2a1-0f9e8d7c6b5a";
 pub const RECORDING_ID: &str = "c4d5e6f7-a8b9-4c0d-9e1f-2a3b4c5d6e7f";
@@ -60,6 +62,14 @@ pub fn fixture(name: &str) -> Vec<u8> {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.json"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The event id of fixture `name`.
+pub fn event_id(name: &str) -> String {
+    serde_json::from_slice::<Value>(&fixture(name)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A database of a test's own: a SQLite file in a temporary folder, or a new PostgreSQL database when
