@@ -155,6 +155,16 @@ pub fn is_query(request: &mut Request) -> bool {
     operation(request).is_some_and(|o| o.ty == OperationType::Query)
 }
 
+/// `query`, `mutation` or `subscription`: what `request` runs, for metrics, from its parsed document;
+/// `query` for one that does not parse or names no operation (it answers its error at once, as a query).
+pub fn kind(request: &mut Request) -> &'static str {
+    match operation(request).map(|o| o.ty) {
+        Some(OperationType::Subscription) => "subscription",
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Query) | None => "query",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use async_graphql::parser::types::DocumentOperations;

@@ -41,8 +41,8 @@ async fn execute(
     mut request: async_graphql::Request,
     role: Role,
 ) -> GraphQLResponse {
-    let operation = super::ws::operation_kind(&request.query);
     state.documents.parse(&mut request);
+    let operation = documents::kind(&mut request);
     let response = retrying(state, request, |request| {
         state.schema.execute(prepare(request, &state.db, role))
     })

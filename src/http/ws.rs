@@ -249,12 +249,12 @@ async fn handle(
             if operations.contains_key(&id) {
                 return Err(Close(4409, "Subscriber for this id already exists"));
             }
-            let operation = operation_kind(&payload.query);
-            let parsed = state.documents.parse(&mut payload);
-            // Only subscriptions can share an execution (a document the keyword test misreads runs alone,
-            // and so does one that does not parse: async-graphql reports its error).
+            state.documents.parse(&mut payload);
+            let operation = documents::kind(&mut payload);
+            // Only subscriptions can share an execution (a document that does not parse runs alone:
+            // async-graphql reports its error).
             let shared = match operation {
-                "subscription" if parsed => state.fanout.subscribe(payload, session.role),
+                "subscription" => state.fanout.subscribe(payload, session.role),
                 _ => Err(payload),
             };
             let frames = shared.unwrap_or_else(|payload| alone(state, session, payload));
@@ -348,20 +348,4 @@ async fn forward(
             r#"{{"type":"{kind}","id":{quoted},"payload":{payload}}}"#
         ))
         .await
-}
-
-/// `query`, `mutation` or `subscription`, for metrics (a cheap look at the document's first keyword).
-pub(crate) fn operation_kind(query: &str) -> &'static str {
-    let first = query
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with('#'))
-        .unwrap_or("");
-    if first.starts_with("subscription") {
-        "subscription"
-    } else if first.starts_with("mutation") {
-        "mutation"
-    } else {
-        "query"
-    }
 }

@@ -93,6 +93,47 @@ async fn metrics_count_what_happened() {
     assert_eq!(metric("fastpix_sync_subscriptions", &[]).await, 0.0);
 }
 
+/// The operation type in the metrics is the one the document runs, whatever comes first in its text
+/// (here a fragment, over a websocket and over HTTP).
+#[tokio::test]
+async fn metrics_count_an_operation_as_what_its_document_runs() {
+    let app = spawn_app().await;
+    app.deliver_fixture("video.media.created").await;
+    let fragment = "fragment M on Media { id status }";
+    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe(
+            "s",
+            &format!("{fragment}\nsubscription($id: ID) {{ media(id: $id) {{ ...M }} }}"),
+            json!({ "id": MEDIA_ID }),
+        )
+        .await;
+    assert_eq!(
+        client.next_data("s").await,
+        json!({ "media": { "id": MEDIA_ID, "status": "CREATED" } })
+    );
+    let by_playback = format!(
+        "{fragment}\nquery($p: String!) {{ mediaByPlaybackId(playbackId: $p) {{ ...M }} }}"
+    );
+    assert_eq!(
+        app.query(&by_playback, json!({ "p": MEDIA_PLAYBACK_ID }))
+            .await,
+        json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } })
+    );
+    let count = async |operation: &str| {
+        app.metric(
+            "fastpix_sync_graphql_requests_total",
+            &[&format!("operation=\"{operation}\""), "outcome=\"ok\""],
+        )
+        .await
+    };
+    assert_eq!(
+        (count("subscription").await, count("query").await),
+        (1.0, 1.0)
+    );
+}
+
 /// A unique, signed `video.media.created`.
 fn unique_media(n: usize) -> Vec<u8> {
     String::from_utf8(fixture("video.media.created"))
