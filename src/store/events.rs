@@ -95,8 +95,8 @@ pub async fn append(
         }
         insert
             .on_conflict(OnConflict::column(C::EventId).do_nothing().to_owned())
-            .returning(Query::returning().columns([C::Seq, C::EventId, C::Position]))
-            .to_owned()
+            .returning(Query::returning().columns([C::Seq, C::EventId, C::Position]));
+        insert
     };
     let inserted = if backend == DbBackend::Sqlite {
         script.push(&counter);

@@ -18,7 +18,7 @@
 
 use sea_orm::sea_query::{
     Alias, CommonTableExpression, DeleteStatement, InsertStatement, SubQueryStatement,
-    UpdateStatement, WithClause,
+    UpdateStatement, WithClause, WithQuery,
 };
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, StatementBuilder};
 
@@ -136,16 +136,17 @@ fn merge(backend: DbBackend, mut group: Vec<(String, SubQueryStatement)>) -> Sta
     if group.is_empty() {
         return build(backend, last);
     }
+    // Built in place: sea-query's builder methods return `&mut Self`, and their `to_owned()` (or
+    // `WithClause::query`, which calls it) would copy every row's values of every write again.
     let mut with = WithClause::new();
     for (n, (_, query)) in group.into_iter().enumerate() {
-        with.cte(
-            CommonTableExpression::new()
-                .query(query)
-                .table_name(Alias::new(format!("w{n}")))
-                .to_owned(),
-        );
+        let mut cte = CommonTableExpression::new();
+        cte.query(query).table_name(Alias::new(format!("w{n}")));
+        with.cte(cte);
     }
-    backend.build(&with.query(last))
+    let mut statement = WithQuery::new();
+    statement.with_clause(with).query(last);
+    backend.build(&statement)
 }
 
 /// One string of every statement, with their parameters in order: sqlx numbers the plain `?` parameters
