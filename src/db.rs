@@ -51,8 +51,10 @@ pub const POSTGRES_POOL_SIZE: u32 = 16;
 /// restarted): the first statement on it fails, and sqlx drops the connection as it comes back to the
 /// pool. The intake writer then stores the delivery again on another connection
 /// (`webhook::writer`), a GraphQL query, over HTTP or a websocket, runs again on another
-/// (`http::graphql::retrying`), and so does each read of a subscription (`graphql::watch::reading`,
-/// through [`again_if_lost`]): an entity's current state, a feed's start, the log it catches up from.
+/// (`http::graphql::retrying`), and so does each read a subscription's stream makes
+/// (`graphql::watch::reading`, through [`again_if_lost`]): an entity's current state, a feed's start,
+/// the log it catches up from. A nested field of a subscription's message (`playbackIds`, say) that
+/// meets a lost connection answers that message's error.
 pub const POSTGRES_TEST_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Sets `plan_cache_mode` to `$1` for the session, when it has its built-in default (no row before

@@ -155,8 +155,9 @@ pub fn is_query(request: &mut Request) -> bool {
     operation(request).is_some_and(|o| o.ty == OperationType::Query)
 }
 
-/// `query`, `mutation` or `subscription`: what `request` runs, for metrics, from its parsed document;
-/// `query` for one that does not parse or names no operation (it answers its error at once, as a query).
+/// `query`, `mutation` or `subscription`: what `request` runs, for metrics, from its parsed document
+/// (give it first, [`Documents::parse`]); `query` for one that names no such operation (it answers its
+/// error at once, as a query).
 pub fn kind(request: &mut Request) -> &'static str {
     match operation(request).map(|o| o.ty) {
         Some(OperationType::Subscription) => "subscription",

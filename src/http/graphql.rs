@@ -41,8 +41,11 @@ async fn execute(
     mut request: async_graphql::Request,
     role: Role,
 ) -> GraphQLResponse {
-    state.documents.parse(&mut request);
-    let operation = documents::kind(&mut request);
+    let operation = if state.documents.parse(&mut request) {
+        documents::kind(&mut request)
+    } else {
+        "query"
+    };
     let response = retrying(state, request, |request| {
         state.schema.execute(prepare(request, &state.db, role))
     })

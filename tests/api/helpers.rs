@@ -64,6 +64,22 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// A `video.media.created` of its own media (id and playback id), event id `unique-{n:06}`.
+pub fn unique_media(n: usize) -> Vec<u8> {
+    String::from_utf8(fixture("video.media.created"))
+        .unwrap()
+        .replace(MEDIA_ID, &format!("00000000-0000-4000-8000-{n:012}"))
+        .replace(
+            MEDIA_PLAYBACK_ID,
+            &format!("00000000-0000-4000-9000-{n:012}"),
+        )
+        .replace(
+            "0a1b2c3d-1111-4a00-8000-000000000001",
+            &format!("unique-{n:06}"),
+        )
+        .into_bytes()
+}
+
 /// The event id of fixture `name`.
 pub fn event_id(name: &str) -> String {
     serde_json::from_slice::<Value>(&fixture(name)).unwrap()["id"]

@@ -93,8 +93,9 @@ async fn metrics_count_what_happened() {
     assert_eq!(metric("fastpix_sync_subscriptions", &[]).await, 0.0);
 }
 
-/// The operation type in the metrics is the one the document runs, whatever comes first in its text
-/// (here a fragment, over a websocket and over HTTP).
+/// The operation type in the metrics is the one the document runs, whatever comes first in its text:
+/// a subscription after a fragment (which is then shared, as any entity subscription), a query named
+/// by `operationName` after a subscription.
 #[tokio::test]
 async fn metrics_count_an_operation_as_what_its_document_runs() {
     let app = spawn_app().await;
@@ -109,18 +110,30 @@ async fn metrics_count_an_operation_as_what_its_document_runs() {
             json!({ "id": MEDIA_ID }),
         )
         .await;
+    let media = json!({ "id": MEDIA_ID, "status": "CREATED" });
+    assert_eq!(client.next_data("s").await, json!({ "media": media }));
     assert_eq!(
-        client.next_data("s").await,
-        json!({ "media": { "id": MEDIA_ID, "status": "CREATED" } })
-    );
-    let by_playback = format!(
-        "{fragment}\nquery($p: String!) {{ mediaByPlaybackId(playbackId: $p) {{ ...M }} }}"
-    );
-    assert_eq!(
-        app.query(&by_playback, json!({ "p": MEDIA_PLAYBACK_ID }))
+        app.metric("fastpix_sync_shared_subscription_executions", &[])
             .await,
-        json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } })
+        1.0
     );
+    let answer: Value = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({
+            "query": format!("subscription S {{ media(id: \"x\") {{ id }} }}\n\
+                              query Q($p: String!) {{ mediaByPlaybackId(playbackId: $p) {{ ...M }} }}\n\
+                              {fragment}"),
+            "operationName": "Q",
+            "variables": { "p": MEDIA_PLAYBACK_ID },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({ "data": { "mediaByPlaybackId": media } }));
     let count = async |operation: &str| {
         app.metric(
             "fastpix_sync_graphql_requests_total",
@@ -132,22 +145,6 @@ async fn metrics_count_an_operation_as_what_its_document_runs() {
         (count("subscription").await, count("query").await),
         (1.0, 1.0)
     );
-}
-
-/// A unique, signed `video.media.created`.
-fn unique_media(n: usize) -> Vec<u8> {
-    String::from_utf8(fixture("video.media.created"))
-        .unwrap()
-        .replace(MEDIA_ID, &format!("00000000-0000-4000-8000-{n:012}"))
-        .replace(
-            "a1b2c3d4-e5f6-4789-9abc-def012345678",
-            &format!("00000000-0000-4000-9000-{n:012}"),
-        )
-        .replace(
-            "0a1b2c3d-1111-4a00-8000-000000000001",
-            &format!("sigterm-{n:06}"),
-        )
-        .into_bytes()
 }
 
 /// The real binary serving on `test_db` with JSON logs at `info`: the process, its log lines after the
@@ -263,9 +260,7 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
                     .send()
                     .await;
                 match response {
-                    Ok(r) if r.status().is_success() => {
-                        acknowledged.push(format!("sigterm-{n:06}"))
-                    }
+                    Ok(r) if r.status().is_success() => acknowledged.push(format!("unique-{n:06}")),
                     _ => break,
                 }
             }
