@@ -193,6 +193,22 @@ async fn end_every_connection(app: &TestApp) {
     assert!(ended >= 2, "ended {ended} connections");
 }
 
+/// A websocket client, initialised with `init`, that subscribed to `query` as operation `id` after
+/// PostgreSQL ended every connection of an app holding one media ([`postgres_app_with_a_media`]).
+async fn subscribed_after_every_connection_ended(
+    id: &str,
+    query: &str,
+    variables: serde_json::Value,
+    init: serde_json::Value,
+) -> Option<(TestApp, WsClient)> {
+    let (app, _, _) = postgres_app_with_a_media().await?;
+    end_every_connection(&app).await;
+    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
+    client.init(init).await;
+    client.subscribe(id, query, variables).await;
+    Some((app, client))
+}
+
 #[tokio::test]
 async fn a_websocket_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
     let Some((app, variables, expected)) = postgres_app_with_a_media().await else {
@@ -222,23 +238,19 @@ async fn a_websocket_query_after_postgres_ended_its_connections_answers_from_a_n
 #[tokio::test]
 async fn a_subscription_after_postgres_ended_its_connections_reads_its_first_state_from_a_new_one()
 {
-    let Some((app, variables, expected)) = postgres_app_with_a_media().await else {
+    let Some((app, mut client)) = subscribed_after_every_connection_ended(
+        "media",
+        "subscription($p: String) { media(playbackId: $p) { id status } }",
+        json!({ "p": MEDIA_PLAYBACK_ID }),
+        json!({}),
+    )
+    .await
+    else {
         return;
     };
-    end_every_connection(&app).await;
-
-    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
-    client.init(json!({})).await;
-    client
-        .subscribe(
-            "media",
-            "subscription($p: String) { media(playbackId: $p) { id status } }",
-            variables,
-        )
-        .await;
     assert_eq!(
         client.next_data("media").await,
-        json!({ "media": expected["mediaByPlaybackId"] })
+        json!({ "media": { "id": MEDIA_ID, "status": "CREATED" } })
     );
     assert!(app.metric(RETRIES, &[]).await >= 1.0);
 }
@@ -247,20 +259,16 @@ async fn a_subscription_after_postgres_ended_its_connections_reads_its_first_sta
 /// connection PostgreSQL ended, runs again on another.
 #[tokio::test]
 async fn an_update_feed_after_postgres_ended_its_connections_starts_on_a_new_one() {
-    let Some((app, _, _)) = postgres_app_with_a_media().await else {
+    let Some((app, mut client)) = subscribed_after_every_connection_ended(
+        "updates",
+        "subscription { mediaUpdates { id status } }",
+        json!({}),
+        json!({}),
+    )
+    .await
+    else {
         return;
     };
-    end_every_connection(&app).await;
-
-    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
-    client.init(json!({})).await;
-    client
-        .subscribe(
-            "updates",
-            "subscription { mediaUpdates { id status } }",
-            json!({}),
-        )
-        .await;
     // A change committed before the feed's first read ends is not the feed's to send: deliver new
     // media until one reaches it.
     for n in 0.. {
@@ -287,18 +295,16 @@ async fn an_update_feed_after_postgres_ended_its_connections_starts_on_a_new_one
 /// PostgreSQL ended runs again on another.
 #[tokio::test]
 async fn an_event_feed_after_postgres_ended_its_connections_reads_the_log_from_a_new_one() {
-    let Some((app, _, _)) = postgres_app_with_a_media().await else {
+    let Some((app, mut client)) = subscribed_after_every_connection_ended(
+        "events",
+        "subscription { webhookEvents { id } }",
+        json!({}),
+        json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }),
+    )
+    .await
+    else {
         return;
     };
-    end_every_connection(&app).await;
-
-    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
-    client
-        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
-        .await;
-    client
-        .subscribe("events", "subscription { webhookEvents { id } }", json!({}))
-        .await;
     assert_eq!(
         client.next_data("events").await,
         json!({ "webhookEvents": { "id": event_id("video.media.created") } })

@@ -369,10 +369,20 @@ impl TestApp {
 
     /// Runs a GraphQL query over `POST /graphql`, as an admin when `admin`; returns the whole answer.
     pub async fn graphql(&self, query: &str, variables: Value, admin: bool) -> Value {
+        self.post_graphql(
+            serde_json::json!({ "query": query, "variables": variables }),
+            admin,
+        )
+        .await
+    }
+
+    /// Posts a GraphQL request (`query`, `variables`, `operationName`) to `/graphql`, as an admin when
+    /// `admin`; returns the whole answer.
+    pub async fn post_graphql(&self, body: Value, admin: bool) -> Value {
         let mut request = self
             .client
             .post(format!("{}/graphql", self.address))
-            .json(&serde_json::json!({ "query": query, "variables": variables }));
+            .json(&body);
         if admin {
             request = request.bearer_auth(ADMIN_TOKEN);
         }

@@ -117,22 +117,18 @@ async fn metrics_count_an_operation_as_what_its_document_runs() {
             .await,
         1.0
     );
-    let answer: Value = app
-        .client
-        .post(format!("{}/graphql", app.address))
-        .json(&json!({
-            "query": format!("subscription S {{ media(id: \"x\") {{ id }} }}\n\
-                              query Q($p: String!) {{ mediaByPlaybackId(playbackId: $p) {{ ...M }} }}\n\
-                              {fragment}"),
-            "operationName": "Q",
-            "variables": { "p": MEDIA_PLAYBACK_ID },
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = app
+        .post_graphql(
+            json!({
+                "query": format!("subscription S {{ media(id: \"x\") {{ id }} }}\n\
+                                  query Q($p: String!) {{ mediaByPlaybackId(playbackId: $p) {{ ...M }} }}\n\
+                                  {fragment}"),
+                "operationName": "Q",
+                "variables": { "p": MEDIA_PLAYBACK_ID },
+            }),
+            false,
+        )
+        .await;
     assert_eq!(answer, json!({ "data": { "mediaByPlaybackId": media } }));
     let count = async |operation: &str| {
         app.metric(

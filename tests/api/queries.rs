@@ -494,16 +494,9 @@ async fn a_document_sent_again_answers_for_its_own_variables_operation_and_role(
         ("Media", "media", MEDIA_ID),
         ("Stream", "liveStream", STREAM_ID),
     ] {
-        let answer: Value = app
-            .client
-            .post(format!("{}/graphql", app.address))
-            .json(&json!({ "query": two, "operationName": operation }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = app
+            .post_graphql(json!({ "query": two, "operationName": operation }), false)
+            .await;
         assert_eq!(answer["data"][field]["id"], id, "{answer}");
         assert_eq!(answer["data"].as_object().unwrap().len(), 1, "{answer}");
     }
