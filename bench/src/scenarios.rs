@@ -887,24 +887,30 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
     let (mut ours, mut baseline) = (Totals::default(), Totals::default());
     for round in 0..ROUNDS {
         for turn in turns(round) {
-            type Body = Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
-            let (totals, client, body, expect): (_, _, Body, _) = match turn {
-                Turn::Baseline => (
-                    &mut baseline,
-                    &baseline_client,
-                    Box::new(|_| br#"{"query":"{ __typename }"}"#.to_vec()),
-                    r#""__typename":"Query""#,
-                ),
-                Turn::Ours => (
-                    &mut ours,
-                    &ours_client,
-                    Box::new(move |n| media_query(n % media)),
-                    r#""mediaByPlaybackId":{"id""#,
-                ),
-            };
-            totals
-                .add(server, posts(&config, client, &url, body, expect))
-                .await;
+            match turn {
+                Turn::Baseline => {
+                    let body = |_| br#"{"query":"{ __typename }"}"#.to_vec();
+                    let load = posts(
+                        &config,
+                        &baseline_client,
+                        &url,
+                        body,
+                        r#""__typename":"Query""#,
+                    );
+                    baseline.add(server, load).await;
+                }
+                Turn::Ours => {
+                    let body = move |n| media_query(n % media);
+                    let load = posts(
+                        &config,
+                        &ours_client,
+                        &url,
+                        body,
+                        r#""mediaByPlaybackId":{"id""#,
+                    );
+                    ours.add(server, load).await;
+                }
+            }
         }
     }
     Ok(QueryOutcome {

@@ -134,6 +134,17 @@ impl Documents {
         request.set_parsed_query(document);
         true
     }
+
+    /// Gives `request` its parsed document ([`Documents::parse`]) and tells what it runs ([`kind`]);
+    /// `query` for a document that does not parse, which answers its error at once, as a query (and is
+    /// not parsed again).
+    pub fn parse_kind(&self, request: &mut Request) -> &'static str {
+        if self.parse(request) {
+            kind(request)
+        } else {
+            "query"
+        }
+    }
 }
 
 /// The operation `request` runs: its document's only one, or the one its `operationName` names. `None`
@@ -155,10 +166,9 @@ pub fn is_query(request: &mut Request) -> bool {
     operation(request).is_some_and(|o| o.ty == OperationType::Query)
 }
 
-/// `query`, `mutation` or `subscription`: what `request` runs, for metrics, from its parsed document
-/// (give it first, [`Documents::parse`]); `query` for one that names no such operation (it answers its
-/// error at once, as a query).
-pub fn kind(request: &mut Request) -> &'static str {
+/// `query`, `mutation` or `subscription`: what `request` runs, from its parsed document; `query` for one
+/// that names no such operation (it answers its error at once, as a query).
+fn kind(request: &mut Request) -> &'static str {
     match operation(request).map(|o| o.ty) {
         Some(OperationType::Subscription) => "subscription",
         Some(OperationType::Mutation) => "mutation",
@@ -204,6 +214,38 @@ mod tests {
         assert_eq!(field_of(&mut other), "other");
         assert_eq!(documents.lock().documents.len(), 2);
         assert_eq!(counts(&documents), [1, 2, 0]);
+    }
+
+    #[test]
+    fn a_request_is_of_the_kind_of_the_operation_it_runs_whatever_comes_first_in_its_text() {
+        let documents = Documents::new(&Metrics::new());
+        let kind_of = |text: &str, name: Option<&str>| {
+            let mut request = Request::new(text);
+            request.operation_name = name.map(str::to_owned);
+            documents.parse_kind(&mut request)
+        };
+        assert_eq!(kind_of("{ health }", None), "query");
+        assert_eq!(
+            kind_of("fragment F on Q { a } subscription { b { ...F } }", None),
+            "subscription"
+        );
+        assert_eq!(
+            kind_of("subscription S { a } query Q { b }", Some("Q")),
+            "query"
+        );
+        assert_eq!(
+            kind_of("query Q { a } subscription S { b }", Some("S")),
+            "subscription"
+        );
+        assert_eq!(
+            kind_of("query Q { a } mutation M { b }", Some("M")),
+            "mutation"
+        );
+        // No operation to run, or no document: answered as a query, with its error.
+        assert_eq!(kind_of("query Q { a } subscription S { b }", None), "query");
+        assert_eq!(kind_of("subscription { a ", None), "query");
+        // The text asked twice came from the cache; the one that does not parse was not kept.
+        assert_eq!(counts(&documents), [1, 5, 1]);
     }
 
     #[test]

@@ -41,11 +41,7 @@ async fn execute(
     mut request: async_graphql::Request,
     role: Role,
 ) -> GraphQLResponse {
-    let operation = if state.documents.parse(&mut request) {
-        documents::kind(&mut request)
-    } else {
-        "query"
-    };
+    let operation = state.documents.parse_kind(&mut request);
     let response = retrying(state, request, |request| {
         state.schema.execute(prepare(request, &state.db, role))
     })

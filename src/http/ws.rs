@@ -249,12 +249,7 @@ async fn handle(
             if operations.contains_key(&id) {
                 return Err(Close(4409, "Subscriber for this id already exists"));
             }
-            // A document that does not parse answers its error at once, as a query.
-            let operation = if state.documents.parse(&mut payload) {
-                documents::kind(&mut payload)
-            } else {
-                "query"
-            };
+            let operation = state.documents.parse_kind(&mut payload);
             // Only subscriptions can share an execution (a document that does not parse runs alone:
             // async-graphql reports its error).
             let shared = match operation {

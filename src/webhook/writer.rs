@@ -249,8 +249,9 @@ impl GroupCommit {
 
     /// Stores one delivery in a transaction of its own, again when PostgreSQL aborted it to break a
     /// deadlock with another instance's transaction, or when its connection was lost (as far as
-    /// [`Attempts`] allow: the deliveries queued behind this one wait meanwhile). A transaction whose connection was lost during its commit may have committed: the
-    /// next attempt then finds its event stored and answers it as a duplicate.
+    /// [`Attempts`] allow: the deliveries queued behind this one wait meanwhile). A transaction whose
+    /// connection was lost during its commit may have committed: the next attempt then finds its event
+    /// stored and answers it as a duplicate.
     async fn commit_alone(&self, delivery: &Delivery) -> Result<Committed, DbErr> {
         let (mut deadlocks, mut attempts) = (0, Attempts::start());
         loop {

@@ -138,13 +138,16 @@ async fn terminated_postgres_connections_answer_503_and_the_retry_applies_once()
 /// that died runs again on another instead of answering an error.
 #[tokio::test]
 async fn a_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
-    let Some((app, variables, expected)) = postgres_app_with_a_media().await else {
+    let Some(app) = postgres_app_with_a_media().await else {
         return;
     };
     end_every_connection(&app).await;
 
     for _ in 0..4 {
-        assert_eq!(app.query(BY_PLAYBACK, variables.clone()).await, expected);
+        assert_eq!(
+            app.query(BY_PLAYBACK, by_playback()).await,
+            by_playback_answer()
+        );
     }
     // At least the first of them met a connection that had ended.
     assert!(app.metric(RETRIES, &[]).await >= 1.0);
@@ -156,21 +159,36 @@ const BY_PLAYBACK: &str = "query($p: String!) { mediaByPlaybackId(playbackId: $p
 /// Counts the queries and reads run again after a lost connection.
 const RETRIES: &str = "fastpix_sync_graphql_query_retries_total";
 
-/// On PostgreSQL only (a SQLite connection lives in this process: nothing ends it), an app holding one
-/// media, with [`BY_PLAYBACK`]'s variables for it and its answer. It has just answered that query 8
-/// times at once, so its pool holds several connections used just now, and nothing ran again yet.
-async fn postgres_app_with_a_media() -> Option<(TestApp, serde_json::Value, serde_json::Value)> {
+/// [`BY_PLAYBACK`]'s variables: the fixtures' media.
+fn by_playback() -> serde_json::Value {
+    json!({ "p": MEDIA_PLAYBACK_ID })
+}
+
+/// The fixtures' media as `video.media.created` made it, as the lost-connection tests select it.
+fn created_media() -> serde_json::Value {
+    json!({ "id": MEDIA_ID, "status": "CREATED" })
+}
+
+/// [`BY_PLAYBACK`]'s answer for [`by_playback`].
+fn by_playback_answer() -> serde_json::Value {
+    json!({ "mediaByPlaybackId": created_media() })
+}
+
+/// On PostgreSQL only (a SQLite connection lives in this process: nothing ends it), an app holding the
+/// fixtures' media. It has just answered [`BY_PLAYBACK`] 8 times at once, so its pool holds several
+/// connections used just now, and nothing ran again yet.
+async fn postgres_app_with_a_media() -> Option<TestApp> {
     let test_db = TestDb::postgres_only("ending the database's connections").await?;
     let app = spawn_app_on(test_db).await;
     assert_eq!(app.deliver_fixture("video.media.created").await, "applied");
-    let variables = json!({ "p": MEDIA_PLAYBACK_ID });
-    let expected = json!({ "mediaByPlaybackId": { "id": MEDIA_ID, "status": "CREATED" } });
     let first =
-        futures_util::future::join_all((0..8).map(|_| app.query(BY_PLAYBACK, variables.clone())))
-            .await;
-    assert!(first.iter().all(|data| *data == expected), "{first:?}");
+        futures_util::future::join_all((0..8).map(|_| app.query(BY_PLAYBACK, by_playback()))).await;
+    assert!(
+        first.iter().all(|data| *data == by_playback_answer()),
+        "{first:?}"
+    );
     assert_eq!(app.metric(RETRIES, &[]).await, 0.0);
-    Some((app, variables, expected))
+    Some(app)
 }
 
 /// Ends every PostgreSQL connection of the app's database, each backend gone before this returns.
@@ -201,7 +219,7 @@ async fn subscribed_after_every_connection_ended(
     variables: serde_json::Value,
     init: serde_json::Value,
 ) -> Option<(TestApp, WsClient)> {
-    let (app, _, _) = postgres_app_with_a_media().await?;
+    let app = postgres_app_with_a_media().await?;
     end_every_connection(&app).await;
     let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
     client.init(init).await;
@@ -211,13 +229,14 @@ async fn subscribed_after_every_connection_ended(
 
 #[tokio::test]
 async fn a_websocket_query_after_postgres_ended_its_connections_answers_from_a_new_one() {
-    let Some((app, variables, expected)) = postgres_app_with_a_media().await else {
+    let Some(app) = postgres_app_with_a_media().await else {
         return;
     };
     let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
     client.init(json!({})).await;
+    let expected = by_playback_answer();
     let ask = async |client: &mut WsClient, id: &str| {
-        client.subscribe(id, BY_PLAYBACK, variables.clone()).await;
+        client.subscribe(id, BY_PLAYBACK, by_playback()).await;
         let data = client.next_data(id).await;
         let end = client.message().await;
         assert_eq!((&end["type"], &end["id"]), (&json!("complete"), &json!(id)));
@@ -241,7 +260,7 @@ async fn a_subscription_after_postgres_ended_its_connections_reads_its_first_sta
     let Some((app, mut client)) = subscribed_after_every_connection_ended(
         "media",
         "subscription($p: String) { media(playbackId: $p) { id status } }",
-        json!({ "p": MEDIA_PLAYBACK_ID }),
+        by_playback(),
         json!({}),
     )
     .await
@@ -250,7 +269,7 @@ async fn a_subscription_after_postgres_ended_its_connections_reads_its_first_sta
     };
     assert_eq!(
         client.next_data("media").await,
-        json!({ "media": { "id": MEDIA_ID, "status": "CREATED" } })
+        json!({ "media": created_media() })
     );
     assert!(app.metric(RETRIES, &[]).await >= 1.0);
 }

@@ -64,7 +64,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// A `video.media.created` of its own media (id and playback id), event id `unique-{n:06}`.
+/// The event id of [`unique_media`]`(n)`.
+pub fn unique_event_id(n: usize) -> String {
+    format!("unique-{n:06}")
+}
+
+/// A `video.media.created` of its own media (id and playback id), event id [`unique_event_id`]`(n)`.
 pub fn unique_media(n: usize) -> Vec<u8> {
     String::from_utf8(fixture("video.media.created"))
         .unwrap()
@@ -73,10 +78,7 @@ pub fn unique_media(n: usize) -> Vec<u8> {
             MEDIA_PLAYBACK_ID,
             &format!("00000000-0000-4000-9000-{n:012}"),
         )
-        .replace(
-            "0a1b2c3d-1111-4a00-8000-000000000001",
-            &format!("unique-{n:06}"),
-        )
+        .replace("0a1b2c3d-1111-4a00-8000-000000000001", &unique_event_id(n))
         .into_bytes()
 }
 

@@ -256,7 +256,7 @@ async fn sigterm_drains_webhooks_closes_websockets_with_1001_and_exits_0() {
                     .send()
                     .await;
                 match response {
-                    Ok(r) if r.status().is_success() => acknowledged.push(format!("unique-{n:06}")),
+                    Ok(r) if r.status().is_success() => acknowledged.push(unique_event_id(n)),
                     _ => break,
                 }
             }
