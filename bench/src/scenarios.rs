@@ -887,30 +887,23 @@ async fn query_on(server: &Server, sizes: &Sizes) -> Result<QueryOutcome> {
     let (mut ours, mut baseline) = (Totals::default(), Totals::default());
     for round in 0..ROUNDS {
         for turn in turns(round) {
-            match turn {
-                Turn::Baseline => {
-                    let body = |_| br#"{"query":"{ __typename }"}"#.to_vec();
-                    let load = posts(
-                        &config,
-                        &baseline_client,
-                        &url,
-                        body,
-                        r#""__typename":"Query""#,
-                    );
-                    baseline.add(server, load).await;
-                }
-                Turn::Ours => {
-                    let body = move |n| media_query(n % media);
-                    let load = posts(
-                        &config,
-                        &ours_client,
-                        &url,
-                        body,
-                        r#""mediaByPlaybackId":{"id""#,
-                    );
-                    ours.add(server, load).await;
-                }
-            }
+            // The request for number `n` of `media`, and what its answer holds.
+            let (totals, client, body, expect): (_, _, fn(u64, u64) -> Vec<u8>, _) = match turn {
+                Turn::Baseline => (
+                    &mut baseline,
+                    &baseline_client,
+                    |_, _| br#"{"query":"{ __typename }"}"#.to_vec(),
+                    r#""__typename":"Query""#,
+                ),
+                Turn::Ours => (
+                    &mut ours,
+                    &ours_client,
+                    |n, media| media_query(n % media),
+                    r#""mediaByPlaybackId":{"id""#,
+                ),
+            };
+            let load = posts(&config, client, &url, move |n| body(n, media), expect);
+            totals.add(server, load).await;
         }
     }
     Ok(QueryOutcome {
