@@ -10,12 +10,22 @@ use super::errors::bad_input;
 /// Largest page; larger `first` values are capped to it.
 pub const MAX_PAGE: i32 = 100;
 
-/// The page size to fetch for a `first` argument.
-pub fn page_size(first: i32) -> Result<u64> {
+/// The page size when `first` is not given, or given as `null`.
+pub const DEFAULT_PAGE: i32 = 20;
+
+/// The page size to fetch for a `first` argument (`null` is the default, as when it is left out).
+pub fn page_size(first: Option<i32>) -> Result<u64> {
+    let first = first.unwrap_or(DEFAULT_PAGE);
     if first < 0 {
         return Err(bad_input("`first` must not be negative"));
     }
     Ok(u64::try_from(first.min(MAX_PAGE)).unwrap_or(0))
+}
+
+/// A list field's query complexity: its page size (at least 1) times a node's.
+pub fn page_complexity(first: Option<i32>, child_complexity: usize) -> usize {
+    let rows = first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    usize::try_from(rows).unwrap_or(1) * child_complexity
 }
 
 /// A position in a list sorted by `(sort, id)`.

@@ -10,7 +10,10 @@ use sea_orm::{
 };
 
 use super::errors::{internal, not_found};
-use super::pagination::{Position, decode, decode_event_cursor, encode, event_cursor, page_size};
+use super::pagination::{
+    DEFAULT_PAGE, Position, decode, decode_event_cursor, encode, event_cursor, page_complexity,
+    page_size,
+};
 use super::types::{
     LiveStream, LiveStreamStatus, Media, MediaStatus, SimulcastTarget, WebhookEvent,
 };
@@ -102,7 +105,7 @@ where
 
 /// The arguments of a `mediaList` / `liveStreams` page.
 struct ListFilter<'a> {
-    first: i32,
+    first: Option<i32>,
     after: Option<&'a str>,
     statuses: Option<Vec<&'static str>>,
     include_deleted: bool,
@@ -219,20 +222,20 @@ impl Query {
     }
 
     /// Media, newest first. `first` is capped at 100. Deleted media only with `includeDeleted`.
-    #[graphql(complexity = "usize::try_from(first.clamp(1, 100)).unwrap_or(1) * child_complexity")]
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn media_list(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default_with = "Some(DEFAULT_PAGE)")] first: Option<i32>,
         after: Option<String>,
         status: Option<Vec<MediaStatus>>,
-        #[graphql(default = false)] include_deleted: bool,
+        #[graphql(default_with = "Some(false)")] include_deleted: Option<bool>,
     ) -> Result<Connection<String, Media>> {
         let filter = ListFilter {
             first,
             after: after.as_deref(),
             statuses: status.map(|s| s.iter().map(|s| s.as_str()).collect()),
-            include_deleted,
+            include_deleted: include_deleted.unwrap_or(false),
         };
         page::<media::Entity>(db(ctx)?, filter).await
     }
@@ -257,20 +260,20 @@ impl Query {
     }
 
     /// Live streams, newest first. `first` is capped at 100. Deleted streams only with `includeDeleted`.
-    #[graphql(complexity = "usize::try_from(first.clamp(1, 100)).unwrap_or(1) * child_complexity")]
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn live_streams(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default_with = "Some(DEFAULT_PAGE)")] first: Option<i32>,
         after: Option<String>,
         status: Option<Vec<LiveStreamStatus>>,
-        #[graphql(default = false)] include_deleted: bool,
+        #[graphql(default_with = "Some(false)")] include_deleted: Option<bool>,
     ) -> Result<Connection<String, LiveStream>> {
         let filter = ListFilter {
             first,
             after: after.as_deref(),
             statuses: status.map(|s| s.iter().map(|s| s.as_str()).collect()),
-            include_deleted,
+            include_deleted: include_deleted.unwrap_or(false),
         };
         page::<live_stream::Entity>(db(ctx)?, filter).await
     }
@@ -286,11 +289,11 @@ impl Query {
     }
 
     /// Admin only: the event log, newest first. `first` is capped at 100.
-    #[graphql(complexity = "usize::try_from(first.clamp(1, 100)).unwrap_or(1) * child_complexity")]
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn webhook_events(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default_with = "Some(DEFAULT_PAGE)")] first: Option<i32>,
         after: Option<String>,
         types: Option<Vec<String>>,
         object_id: Option<String>,

@@ -250,6 +250,21 @@ async fn pagination_is_newest_first_and_stable_under_inserts() {
     assert!(ids(&empty["nodes"]).is_empty());
     let capped = page(None, 1000).await;
     assert_eq!(capped["nodes"].as_array().unwrap().len(), 6);
+    // The list arguments are nullable (SPEC: `first: Int = 20`, `includeDeleted: Boolean = false`), and
+    // `null` asks for the default, in the document or through a variable.
+    for (query, variables) in [
+        (
+            "{ mediaList(first: null, includeDeleted: null) { nodes { id } } }",
+            json!({}),
+        ),
+        (
+            "query($f: Int, $d: Boolean) { mediaList(first: $f, includeDeleted: $d) { nodes { id } } }",
+            json!({ "f": null, "d": null }),
+        ),
+    ] {
+        let defaults = app.query(query, variables).await;
+        assert_eq!(ids(&defaults["mediaList"]["nodes"]), ids(&capped["nodes"]));
+    }
 
     let stream_cursor = app
         .query("{ liveStreams { pageInfo { endCursor } } }", json!({}))
