@@ -22,6 +22,10 @@ pub enum ApiError {
     Unavailable,
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("{path} does not take {method}: see the Allow header")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("{0}")]
+    UpgradeRequired(String),
 }
 
 impl ApiError {
@@ -32,6 +36,8 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            Self::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "UPGRADE_REQUIRED"),
         }
     }
 }

@@ -1,14 +1,18 @@
 //! `/graphql`: queries over `POST` and `GET ?query=`, subscriptions over a websocket upgrade on `GET`.
 
-use async_graphql::http::WebSocketProtocols;
+use async_graphql::ParseRequestError;
+use async_graphql::http::{MultipartOptions, WebSocketProtocols, receive_body};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sea_orm::DbBackend;
 
+use super::{MAX_BODY_BYTES, body_error};
 use crate::app::AppState;
 use crate::db::Attempts;
 use crate::error::ApiError;
@@ -26,13 +30,26 @@ fn role(state: &AppState, headers: &HeaderMap) -> Role {
     state.admin.role(authorization)
 }
 
+/// `POST /graphql`: a JSON body (as any `Content-Type` but multipart) of at most [`MAX_BODY_BYTES`]. A body
+/// too large answers 413, one that is not a GraphQL request 400, both with SPEC's JSON error body.
 async fn post_graphql(
     State(state): State<AppState>,
     headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    let role = role(&state, &headers);
-    execute(&state, request.into_inner(), role).await
+    body: Result<Bytes, BytesRejection>,
+) -> Result<GraphQLResponse, ApiError> {
+    let body = body.map_err(body_error)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let request = receive_body(content_type, body.as_ref(), MultipartOptions::default())
+        .await
+        .map_err(|error| match error {
+            ParseRequestError::PayloadTooLarge => ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            },
+            error => ApiError::BadRequest(format!("the body is not a GraphQL request: {error}")),
+        })?;
+    Ok(execute(&state, request, role(&state, &headers)).await)
 }
 
 /// Runs one HTTP GraphQL request and counts it.
@@ -145,7 +162,10 @@ async fn subscribe(state: AppState, request: Request) -> Response {
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) if rejection.status() == StatusCode::UPGRADE_REQUIRED => {
+            return ApiError::UpgradeRequired(rejection.body_text()).into_response();
+        }
+        Err(rejection) => return ApiError::BadRequest(rejection.body_text()).into_response(),
     };
     upgrade
         .protocols([protocol.sec_websocket_protocol()])

@@ -10,7 +10,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::MatchedPath;
-use axum::http::{Request, Uri};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{Method, Request, StatusCode, Uri};
 use tower_http::LatencyUnit;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
@@ -18,8 +19,8 @@ use tracing::{Level, Span};
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// Largest webhook body accepted (SPEC §3 step 1).
-pub const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
+/// Largest request body accepted: a webhook's (SPEC §3 step 1), and a GraphQL request's.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(graphql::router())
         .merge(playground::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -38,7 +40,7 @@ pub fn router(state: AppState) -> Router {
                         .latency_unit(LatencyUnit::Millis),
                 ),
         )
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -62,4 +64,23 @@ fn request_span(request: &Request<Body>) -> Span {
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(uri.path().to_owned())
+}
+
+/// A route asked with a method it does not serve. axum adds the `Allow` header to the 405.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+/// The error for a body that could not be read: too large (413), or cut off.
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        }
+    } else {
+        ApiError::BadRequest(rejection.body_text())
+    }
 }

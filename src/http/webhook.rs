@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use super::MAX_WEBHOOK_BYTES;
+use super::body_error;
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -24,14 +24,7 @@ async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_) if rejection.status().as_u16() == 413 => {
-            ApiError::PayloadTooLarge {
-                limit: MAX_WEBHOOK_BYTES,
-            }
-        }
-        other => ApiError::BadRequest(other.body_text()),
-    })?;
+    let body = body.map_err(body_error)?;
     let signature = headers
         .get("fastpix-signature")
         .and_then(|value| value.to_str().ok());

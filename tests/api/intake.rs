@@ -430,3 +430,73 @@ async fn health_and_readiness_answer() {
         "NOT_FOUND"
     );
 }
+
+/// SPEC §2: every error response is `{"error": {"code", "message"}}`, also where axum or async-graphql
+/// would answer on their own: a method a route does not take, a GraphQL body that is not JSON or is too
+/// large, a websocket upgrade that is not one.
+#[tokio::test]
+async fn errors_outside_the_handlers_answer_json_too() {
+    let app = spawn_app().await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    let mut big = br#"{"query":"{ __typename }","pad":""#.to_vec();
+    big.resize(1024 * 1024 + 10, b'a');
+    big.extend_from_slice(b"\"}");
+    let requests = [
+        (
+            app.client.get(url("/webhooks/fastpix")),
+            405,
+            "METHOD_NOT_ALLOWED",
+            Some("POST"),
+        ),
+        (
+            app.client.put(url("/graphql")),
+            405,
+            "METHOD_NOT_ALLOWED",
+            Some("GET,HEAD,POST"),
+        ),
+        (
+            app.client.post(url("/graphql")).body("{ not json"),
+            400,
+            "BAD_REQUEST",
+            None,
+        ),
+        (
+            app.client.post(url("/graphql")).body(big),
+            413,
+            "PAYLOAD_TOO_LARGE",
+            None,
+        ),
+        (
+            app.client
+                .get(url("/graphql"))
+                .header("upgrade", "websocket")
+                .header("sec-websocket-protocol", "graphql-transport-ws"),
+            400,
+            "BAD_REQUEST",
+            None,
+        ),
+    ];
+    for (request, status, code, allow) in requests {
+        let response = request.send().await.unwrap();
+        let what = format!("{} {}", response.status(), response.url());
+        assert_eq!(response.status(), status, "{what}");
+        let allowed = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().replace(' ', ""));
+        assert_eq!(allowed.as_deref(), allow, "{what}");
+        let error: Value = response.json().await.expect("a JSON body");
+        assert_eq!(error["error"]["code"], code, "{what}: {error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: {error}"
+        );
+    }
+    // A GraphQL request in a body within the limit is still answered.
+    let answer = app
+        .post_graphql(json!({ "query": "{ __typename }" }), false)
+        .await;
+    assert_eq!(answer["data"]["__typename"], "Query");
+}
