@@ -15,9 +15,7 @@ use super::auth::Role;
 use super::errors::{bad_input, forbidden};
 use super::pagination::decode_event_cursor;
 use super::types::{LiveStream, LiveStreamStatus, Media, MediaStatus, WebhookEvent};
-use super::watch::{
-    CATCH_UP_PAGE, current_position, entity_stream, events_after, reading, updates_stream,
-};
+use super::watch::{CATCH_UP_PAGE, entity_stream, events_after, reading, updates_stream};
 use crate::events::{Bus, Snapshot};
 use crate::metrics::Metrics;
 use entity::{live_stream, media};
@@ -93,12 +91,12 @@ impl Subscription {
         let statuses: Option<Vec<&'static str>> =
             status.map(|s| s.iter().map(|s| s.as_str()).collect());
         let handles = handles(ctx)?;
-        let seen = reading(&handles.metrics, || current_position(&handles.db)).await?;
-        let stream = updates_stream::<Snapshot<live_stream::Model>>(handles, seen, move |s| {
+        let stream = updates_stream::<Snapshot<live_stream::Model>>(handles, move |s| {
             statuses
                 .as_ref()
                 .is_none_or(|list| list.contains(&s.row.status.as_str()))
-        });
+        })
+        .await?;
         Ok(futures_util::StreamExt::map(stream, |s| {
             s.map(LiveStream::from)
         }))
@@ -113,12 +111,12 @@ impl Subscription {
         let statuses: Option<Vec<&'static str>> =
             status.map(|s| s.iter().map(|s| s.as_str()).collect());
         let handles = handles(ctx)?;
-        let seen = reading(&handles.metrics, || current_position(&handles.db)).await?;
-        let stream = updates_stream::<Snapshot<media::Model>>(handles, seen, move |s| {
+        let stream = updates_stream::<Snapshot<media::Model>>(handles, move |s| {
             statuses
                 .as_ref()
                 .is_none_or(|list| list.contains(&s.row.status.as_str()))
-        });
+        })
+        .await?;
         Ok(futures_util::StreamExt::map(stream, |s| s.map(Media::from)))
     }
 

@@ -236,16 +236,18 @@ pub fn entity_stream<W: Watched>(
     }
 }
 
-/// Every change to entities of one kind that passes `filter`, after position `seen` (read before the
-/// subscription was made, so a change committed in between is caught up from the log, not lost).
-pub fn updates_stream<W: Watched>(
+/// Every change to entities of one kind that passes `filter`, from now on: after the log's position read
+/// once the feed listens to the bus. A change published before it listens was committed before that
+/// read, so it is not sent; one committed after it comes from the bus, or from the log when the bus
+/// skipped it.
+pub async fn updates_stream<W: Watched>(
     handles: Handles,
-    mut seen: i64,
     filter: impl Fn(&W) -> bool + Send + 'static,
-) -> impl Stream<Item = Result<W>> {
+) -> Result<impl Stream<Item = Result<W>>> {
     let Handles { db, bus, metrics } = handles;
     let mut changes = bus.subscribe();
-    async_stream::try_stream! {
+    let mut seen = reading(&metrics, || current_position(&db)).await?;
+    Ok(async_stream::try_stream! {
         loop {
             let change = match changes.recv().await {
                 Ok(change) if change.position <= seen => continue,
@@ -277,5 +279,5 @@ pub fn updates_stream<W: Watched>(
                 }
             }
         }
-    }
+    })
 }
