@@ -5,8 +5,10 @@
 //! the retention period. An entity's older events are deleted only when those kept events alone fold into
 //! exactly its current row (for a stream: its row and every simulcast target's, since a target also
 //! follows its stream's events); otherwise they stay. So `replay` after a prune rebuilds every entity as
-//! before. Events that moved no entity (`ignored`, `rejected`) are simply deleted when old. Cursors stay
-//! valid: they are positions, and resuming "after" a pruned position skips nothing that still exists.
+//! before. Of the events that moved no entity, `ignored` ones are simply deleted when old, and `rejected`
+//! ones are kept whatever their age: SPEC §3 keeps them so that `replay` can reprocess them after a fix,
+//! and they are rare (a known type with no usable entity id). Cursors stay valid: they are positions, and
+//! resuming "after" a pruned position skips nothing that still exists.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use sea_orm::{
 
 use crate::store::{entities, events, lock_entity};
 use crate::webhook::event::Event;
-use crate::webhook::{live, media, simulcast};
+use crate::webhook::{Outcome, live, media, simulcast};
 
 /// What a prune did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -48,6 +50,7 @@ pub async fn prune_before(db: &DatabaseConnection, cutoff_ns: i64) -> Result<Pru
     let orphans = webhook_event::Entity::delete_many()
         .filter(C::ReceivedAtNs.lt(cutoff_ns))
         .filter(C::EntityKind.is_null())
+        .filter(C::Outcome.ne(Outcome::Rejected.as_str()))
         .exec(db)
         .await?;
     pruned.deleted += orphans.rows_affected;

@@ -28,6 +28,9 @@ async fn pruning_keeps_cursors_resumable_and_replay_exact() {
         app.deliver_fixture(name).await;
     }
     app.deliver(br#"{"id":"old-ignored","type":"video.media.track.ready","object":{"type":"media","id":"m"}}"#).await;
+    let rejected =
+        br#"{"id":"old-rejected","type":"video.media.ready","object":{"type":"media"},"data":{}}"#;
+    assert_eq!(app.deliver(rejected).await, (200, "rejected".to_owned()));
     let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
     client
         .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
@@ -92,6 +95,13 @@ async fn pruning_keeps_cursors_resumable_and_replay_exact() {
     assert!(
         !kept.iter().any(|t| t == "video.media.track.ready"),
         "an old ignored event goes"
+    );
+    assert!(
+        app.events_by_position()
+            .await
+            .iter()
+            .any(|e| e.event_id == "old-rejected"),
+        "an old rejected event stays, for `replay` after a fix"
     );
 
     // A cursor taken before the prune resumes with exactly the events that remain after it.
