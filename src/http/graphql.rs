@@ -30,8 +30,9 @@ fn role(state: &AppState, headers: &HeaderMap) -> Role {
     state.admin.role(authorization)
 }
 
-/// `POST /graphql`: a JSON body (as any `Content-Type` but multipart) of at most [`MAX_BODY_BYTES`]. A body
-/// too large answers 413, one that is not a GraphQL request 400, both with SPEC's JSON error body.
+/// `POST /graphql`: a body of at most [`MAX_BODY_BYTES`], read as async-graphql reads it (JSON whatever
+/// the `Content-Type`, but multipart when it says so). A body too large answers 413, one that is not a
+/// GraphQL request 400, both with SPEC's JSON error body.
 async fn post_graphql(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -162,6 +163,7 @@ async fn subscribe(state: AppState, request: Request) -> Response {
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
+        // 426 when the connection cannot be upgraded; else 400, a `HEAD` included (the upgrade needs a `GET`).
         Err(rejection) if rejection.status() == StatusCode::UPGRADE_REQUIRED => {
             return ApiError::UpgradeRequired(rejection.body_text()).into_response();
         }
