@@ -1,16 +1,18 @@
 //! `/graphql`: queries over `POST` and `GET ?query=`, subscriptions over a websocket upgrade on `GET`.
 
 use async_graphql::ParseRequestError;
+use async_graphql::Variables;
 use async_graphql::http::{MultipartOptions, WebSocketProtocols, receive_body};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts, Query, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sea_orm::DbBackend;
+use serde::Deserialize;
 
 use super::{MAX_BODY_BYTES, body_error};
 use crate::app::AppState;
@@ -129,20 +131,48 @@ async fn get_graphql(State(state): State<AppState>, request: Request) -> Respons
         return subscribe(state, request).await;
     }
     let role = role(&state, request.headers());
-    match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
-        request, &state,
-    )
-    .await
-    {
-        Ok(query) => execute(&state, query.into_inner(), role)
-            .await
-            .into_response(),
-        Err(rejection) => ApiError::BadRequest(format!(
-            "GET /graphql needs a `query` parameter (or a websocket upgrade): {}",
-            rejection.0
+    // The request is in the query string, for a `HEAD` too (axum serves `HEAD` with this handler).
+    match from_query_string(request.uri()) {
+        Ok(query) => execute(&state, query, role).await.into_response(),
+        Err(error) => ApiError::BadRequest(format!(
+            "GET /graphql needs a `query` parameter (or a websocket upgrade): {error}"
         ))
         .into_response(),
     }
+}
+
+/// A `GET` request's parameters, as GraphQL over HTTP names them. async-graphql's own reader of the query
+/// string takes `operation_name` instead of `operationName`, and an empty document when `query` is
+/// missing; `operation_name` is still read, for clients written against it.
+#[derive(Deserialize)]
+struct GetParams {
+    query: String,
+    #[serde(rename = "operationName", alias = "operation_name")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+/// The GraphQL request in `uri`'s query string; `variables` and `extensions` are JSON objects.
+fn from_query_string(uri: &Uri) -> Result<async_graphql::Request, String> {
+    let Query(params) = Query::<GetParams>::try_from_uri(uri).map_err(|e| e.body_text())?;
+    let json = |name: &str, text: Option<String>| {
+        text.filter(|t| !t.is_empty())
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| format!("`{name}` is not a JSON object: {e}"))
+            })
+            .transpose()
+    };
+    let mut request = async_graphql::Request::new(params.query);
+    request.operation_name = params.operation_name;
+    if let Some(variables) = json("variables", params.variables)? {
+        request.variables = Variables::from_json(variables);
+    }
+    if let Some(extensions) = json("extensions", params.extensions)? {
+        request.extensions =
+            serde_json::from_value(extensions).map_err(|e| format!("`extensions`: {e}"))?;
+    }
+    Ok(request)
 }
 
 async fn subscribe(state: AppState, request: Request) -> Response {

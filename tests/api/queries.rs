@@ -290,6 +290,49 @@ async fn pagination_is_newest_first_and_stable_under_inserts() {
     );
 }
 
+/// SPEC §2: `GET /graphql?query=…` answers a query, its `variables` and `operationName` in the query
+/// string too; a `HEAD` is answered as that `GET` is, without the body; without `query`, or with
+/// `variables` that are not JSON, a JSON 400.
+#[tokio::test]
+async fn get_requests_answer_queries_from_the_query_string() {
+    let app = spawn_app().await;
+    app.deliver_fixture("video.media.created").await;
+    let url = |params: &[(&str, &str)]| {
+        reqwest::Url::parse_with_params(&format!("{}/graphql", app.address), params).unwrap()
+    };
+    let variables = json!({ "p": MEDIA_PLAYBACK_ID }).to_string();
+    let by_playback = url(&[
+        (
+            "query",
+            "query Other { __typename } query ById($p: String!) { mediaByPlaybackId(playbackId: $p) { id } }",
+        ),
+        ("variables", &variables),
+        ("operationName", "ById"),
+    ]);
+    let response = app.client.get(by_playback.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({ "data": { "mediaByPlaybackId": { "id": MEDIA_ID } } })
+    );
+
+    let head = app.client.head(by_playback).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-type"],
+        "application/graphql-response+json"
+    );
+
+    let bad_variables = url(&[("query", "{ __typename }"), ("variables", "{not json")]);
+    for request in [url(&[]), bad_variables] {
+        let refused = app.client.get(request).send().await.unwrap();
+        assert_eq!(refused.status(), 400);
+        let error: Value = refused.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "BAD_REQUEST", "{error}");
+    }
+}
+
 /// The list arguments are nullable with defaults (SPEC: `first: Int = 20`, `includeDeleted: Boolean =
 /// false`): `null`, in the document or through a variable, asks for the default.
 #[tokio::test]
