@@ -13,11 +13,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tokio::time::timeout;
 
 use entity::{log_position, webhook_event};
+use sea_orm::sqlx::Executor as _;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -31,6 +33,22 @@ use crate::webhook::{live, media};
 
 /// The notification channel.
 pub const CHANNEL: &str = "fastpix_sync_changes";
+
+/// How long the listener may go without a notification before the relay asks its connection for a
+/// round trip. A connection whose peer vanished without a reset (a NAT or a firewall forgetting an idle
+/// flow, a failover) would otherwise wait forever, and with it this instance's own changes, which reach
+/// its subscribers through the listener.
+pub const LISTENER_IDLE_CHECK: Duration = Duration::from_secs(10);
+
+/// How long that round trip may take before the listener connection counts as lost.
+pub const LISTENER_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first wait before connecting again, doubled after each failure up to [`RECONNECT_BACKOFF_MAX`].
+const RECONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A listener connection that lasted this long starts the backoff over when it is lost.
+const RECONNECT_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 
 /// Changes this instance committed, waiting for their notification. Bounded: if the relay falls behind,
 /// the oldest are dropped and will be loaded from the database instead.
@@ -169,24 +187,31 @@ impl Relay {
     }
 
     async fn relay(&self) {
-        let mut published = match self.last_position().await {
-            Ok(position) => position,
-            Err(error) => {
-                tracing::error!(%error, "relay: cannot read the event log position; changes of other instances will not be relayed");
-                return;
-            }
-        };
-        let mut backoff = Duration::from_millis(50);
+        // Read once, then kept across reconnects: the log's position this instance has relayed up to.
+        let mut published = None;
+        let mut backoff = RECONNECT_BACKOFF_FIRST;
         loop {
-            match self.listen(&mut published).await {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "relay: listener connection lost; reconnecting");
-                    self.metrics.relay_reconnect();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+            let started = Instant::now();
+            let error = match published.as_mut() {
+                None => match self.last_position().await {
+                    Ok(position) => {
+                        published = Some(position);
+                        continue;
+                    }
+                    Err(error) => format!("cannot read the event log's position: {error}"),
+                },
+                Some(published) => match self.listen(published).await {
+                    Ok(()) => return,
+                    Err(error) => error,
+                },
+            };
+            if started.elapsed() >= RECONNECT_BACKOFF_RESET_AFTER {
+                backoff = RECONNECT_BACKOFF_FIRST;
             }
+            tracing::warn!(%error, retry_in = ?backoff, "relay: listener lost; connecting again");
+            self.metrics.relay_reconnect();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
         }
     }
 
@@ -218,7 +243,23 @@ impl Relay {
             .await
             .map_err(|e| e.to_string())?;
         loop {
-            let notification = listener.try_recv().await.map_err(|e| e.to_string())?;
+            let notification = match timeout(LISTENER_IDLE_CHECK, listener.try_recv()).await {
+                Ok(received) => received.map_err(|e| e.to_string())?,
+                // Quiet for a while: the connection must still answer (`try_recv` is cancel-safe).
+                Err(_) => match timeout(LISTENER_PING_TIMEOUT, (&mut listener).execute("SELECT 1"))
+                    .await
+                {
+                    Ok(answered) => {
+                        answered.map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "the listener connection did not answer within {LISTENER_PING_TIMEOUT:?}"
+                        ));
+                    }
+                },
+            };
             let Some(notification) = notification else {
                 return Err("the listener connection closed".into());
             };
@@ -228,22 +269,28 @@ impl Relay {
             if position <= *published {
                 continue;
             }
+            // `published` moves to what was published: a notification whose position the log does not
+            // hold (another database's schema on the same channel, a hand-made `NOTIFY`) moves nothing.
             if let Some(changes) = self.inbox.take_settled(*published, position).await {
                 // This instance's: no need to ask the log.
                 for change in changes {
                     self.bus.publish(change);
                 }
+                *published = position;
             } else if position == *published + 1 {
                 // Not in the inbox (just looked): another instance's.
-                self.publish_from_log(position)
+                if self
+                    .publish_from_log(position)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| e.to_string())?
+                {
+                    *published = position;
+                }
             } else {
                 self.catch_up(published, position)
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            *published = position;
         }
     }
 
@@ -251,18 +298,21 @@ impl Relay {
     async fn publish(&self, position: i64) -> Result<(), DbErr> {
         match self.inbox.take_all(position - 1, position) {
             Some(changes) => changes.into_iter().for_each(|c| self.bus.publish(c)),
-            None => self.publish_from_log(position).await?,
+            None => {
+                self.publish_from_log(position).await?;
+            }
         }
         Ok(())
     }
 
-    /// Publishes one change loaded from the database (nothing if no event has that position).
-    async fn publish_from_log(&self, position: i64) -> Result<(), DbErr> {
+    /// Publishes one change loaded from the database; `false` when no event has that position.
+    async fn publish_from_log(&self, position: i64) -> Result<bool, DbErr> {
         tracing::debug!(position, "relay: loading a change from the log");
-        if let Some(change) = load_change(&self.db, position).await? {
-            self.bus.publish(change);
-        }
-        Ok(())
+        let Some(change) = load_change(&self.db, position).await? else {
+            return Ok(false);
+        };
+        self.bus.publish(change);
+        Ok(true)
     }
 
     /// Publishes every change after `published` up to `until` from the log, in order.

@@ -1,7 +1,14 @@
 //! Acceptance of the scale-out issue: two real instances on one PostgreSQL database. These tests need
 //! PostgreSQL (`TEST_DATABASE_URL`); on SQLite, where the relay is off, they have nothing to run.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use fastpix_sync::events::relay::{LISTENER_IDLE_CHECK, LISTENER_PING_TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 
 use fastpix_sync::http::ws::WsConfig;
 use sea_orm::ConnectionTrait;
@@ -139,6 +146,165 @@ async fn a_lost_listener_reconnects_and_delivers_what_was_committed_meanwhile() 
         "every event, in order, after the reconnect"
     );
     assert!(b.metric("fastpix_sync_relay_reconnects_total", &[]).await >= 1.0);
+    assert!(on_b.recv_within(Duration::from_millis(300)).await.is_none());
+}
+
+/// A notification of a position the log does not hold (instances of another schema on the same
+/// database's channel, a hand-made `NOTIFY`) moves no relay past changes still to come.
+#[tokio::test]
+async fn a_notification_of_a_position_not_in_the_log_holds_nothing_back() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let mut on_a = watch(&a).await;
+    let mut on_b = watch(&b).await;
+    a.db.execute_unprepared(&format!(
+        "NOTIFY {}, '999999'",
+        fastpix_sync::events::relay::CHANNEL
+    ))
+    .await
+    .unwrap();
+    a.deliver_fixture("video.live_stream.created").await;
+    for client in [&mut on_a, &mut on_b] {
+        let (statuses, events) = read(client, 2).await;
+        assert_eq!(statuses, ["video.live_stream.created"]);
+        assert_eq!(events, [event_id("video.live_stream.created")]);
+    }
+}
+
+/// A proxied connection: its first bytes from its client (its startup message), and whether it is silenced.
+type Proxied = (Arc<Mutex<Vec<u8>>>, Arc<AtomicBool>);
+
+/// A TCP proxy to PostgreSQL that can silence chosen connections: it stops passing their bytes, both ways,
+/// and keeps their sockets open, as a NAT or a firewall that forgot a flow does. New connections pass.
+struct SilencingProxy {
+    address: String,
+    connections: Arc<Mutex<Vec<Proxied>>>,
+}
+
+impl SilencingProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let connections: Arc<Mutex<Vec<_>>> = Arc::default();
+        let opened = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (startup, silenced) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+                opened
+                    .lock()
+                    .unwrap()
+                    .push((Arc::clone(&startup), Arc::clone(&silenced)));
+                let ((client_in, client_out), (server_in, server_out)) =
+                    (client.into_split(), server.into_split());
+                tokio::spawn(pass(
+                    client_in,
+                    server_out,
+                    Some(startup),
+                    Arc::clone(&silenced),
+                ));
+                tokio::spawn(pass(server_in, client_out, None, silenced));
+            }
+        });
+        Self {
+            address,
+            connections,
+        }
+    }
+
+    /// Silences the open connections whose startup message names `application_name`; how many.
+    fn silence(&self, application_name: &str) -> usize {
+        let name = application_name.as_bytes();
+        let connections = self.connections.lock().unwrap();
+        let chosen = connections.iter().filter(|(startup, _)| {
+            startup
+                .lock()
+                .unwrap()
+                .windows(name.len())
+                .any(|w| w == name)
+        });
+        chosen
+            .map(|(_, silenced)| silenced.store(true, Ordering::SeqCst))
+            .count()
+    }
+}
+
+/// Passes bytes from `from` to `to` (keeping the first of them in `startup`), until either side closes
+/// or the connection is silenced: then it holds them, and both sockets, forever.
+async fn pass(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    startup: Option<Arc<Mutex<Vec<u8>>>>,
+    silenced: Arc<AtomicBool>,
+) {
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if let Some(startup) = &startup {
+            let mut kept = startup.lock().unwrap();
+            if kept.len() < 4096 {
+                kept.extend_from_slice(&buffer[..read]);
+            }
+        }
+        if silenced.load(Ordering::SeqCst) {
+            let _keep_open = (from, to);
+            return std::future::pending().await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A listener connection that goes silent (no reset, no error: its packets just stop) is found out by
+/// the relay's round trip after [`LISTENER_IDLE_CHECK`] without a notification, replaced, and what was
+/// committed meanwhile is caught up from the log.
+#[tokio::test]
+async fn a_listener_connection_gone_silent_is_replaced_and_misses_nothing() {
+    let Some(db) = TestDb::postgres_only("a cluster test").await else {
+        return;
+    };
+    let mut url = reqwest::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let proxy = SilencingProxy::start(upstream).await;
+    // Unencrypted, so that the proxy reads which connection is the listener.
+    let (host, port) = proxy.address.rsplit_once(':').unwrap();
+    url.set_host(Some(host)).unwrap();
+    url.set_port(Some(port.parse().unwrap())).unwrap();
+    url.query_pairs_mut().append_pair("sslmode", "disable");
+    let mut second = db.another_handle();
+    second.url = url.to_string();
+    let a = spawn_app_on(db).await;
+    let b = spawn_configured(second, |_| {}, WsConfig::default()).await;
+    let mut on_b = watch(&b).await;
+    a.deliver_fixture("video.live_stream.created").await;
+    assert_eq!(read(&mut on_b, 2).await.0, ["video.live_stream.created"]);
+
+    assert_eq!(proxy.silence(&b.instance), 1, "B's listener connection");
+    a.deliver_fixture("video.live_stream.preparing").await;
+    let wait = LISTENER_IDLE_CHECK + LISTENER_PING_TIMEOUT + Duration::from_secs(10);
+    let first = on_b.recv_within(wait).await;
+    assert!(
+        matches!(first, Some(Frame::Message(_))),
+        "B relays again within {wait:?}: {first:?}"
+    );
+    assert!(b.metric("fastpix_sync_relay_reconnects_total", &[]).await >= 1.0);
+    let Some(Frame::Message(first)) = first else {
+        unreachable!()
+    };
+    let second = on_b.message().await;
+    let mut ids: Vec<_> = [&first, &second]
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["events", "stream"]);
     assert!(on_b.recv_within(Duration::from_millis(300)).await.is_none());
 }
 
