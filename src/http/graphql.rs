@@ -175,6 +175,12 @@ fn from_query_string(uri: &Uri) -> Result<async_graphql::Request, String> {
     Ok(request)
 }
 
+/// The largest frame a websocket sends. Frames are written one at a time, each flushed before the next
+/// (`ws::Connection::send_frame`), so this bounds one frame, not a backlog: an event of a webhook body
+/// near [`MAX_BODY_BYTES`], or a large page of a query, must fit in one, or its connection closes. The
+/// buffer grows only as a frame needs it; an idle connection holds none.
+const MAX_SENT_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
 async fn subscribe(state: AppState, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let offered = parts
@@ -204,7 +210,7 @@ async fn subscribe(state: AppState, request: Request) -> Response {
         // Small buffers: a server holds thousands of mostly idle subscribers (the defaults are 128 KiB each).
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(1024 * 1024)
-        .max_message_size(1024 * 1024)
+        .max_write_buffer_size(MAX_SENT_FRAME_BYTES)
+        .max_message_size(MAX_BODY_BYTES)
         .on_upgrade(move |socket| super::ws::serve(socket, protocol, state))
 }

@@ -155,3 +155,65 @@ async fn shutting_down_closes_websockets_with_1001() {
         "the server stops cleanly: {stopped:?}"
     );
 }
+
+/// A webhook body near the 1 MiB intake limit makes an event frame over 1 MiB, and a page of two such
+/// events one over 2 MiB: each is sent whole, on the event feed and in a query's answer, and the
+/// connection goes on.
+#[tokio::test]
+async fn frames_over_one_mebibyte_are_sent_whole() {
+    let app = spawn_app().await;
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("video.media.created")).unwrap();
+    event["data"]["pad"] = json!("");
+    let unpadded = serde_json::to_vec(&event).unwrap().len();
+    let pad = "a".repeat(1024 * 1024 - 16 - unpadded);
+    event["data"]["pad"] = json!(pad);
+    for id in ["big-1", "big-2"] {
+        event["id"] = json!(id);
+        let body = serde_json::to_vec(&event).unwrap();
+        assert!(body.len() <= 1024 * 1024, "{} bytes", body.len());
+        assert_eq!(app.deliver(&body).await.0, 200);
+    }
+
+    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
+        .await;
+    client
+        .subscribe(
+            "feed",
+            "subscription { webhookEvents { payload } }",
+            json!({}),
+        )
+        .await;
+    client
+        .subscribe(
+            "query",
+            "{ webhookEvents(first: 2) { nodes { payload } } }",
+            json!({}),
+        )
+        .await;
+    let pad_of = |payload: &serde_json::Value| payload["data"]["pad"].as_str().map(str::len);
+    let (mut fed, mut answered, mut completed) = (Vec::new(), Vec::new(), false);
+    while fed.len() < 2 || answered.is_empty() || !completed {
+        let message = client.message().await;
+        let data = &message["payload"]["data"];
+        match (message["id"].as_str(), message["type"].as_str()) {
+            (Some("feed"), Some("next")) => fed.push(pad_of(&data["webhookEvents"]["payload"])),
+            (Some("query"), Some("next")) => {
+                let nodes = data["webhookEvents"]["nodes"].as_array().unwrap();
+                answered = nodes.iter().map(|n| pad_of(&n["payload"])).collect();
+            }
+            (Some("query"), Some("complete")) => completed = true,
+            _ => panic!("unexpected {message}"),
+        }
+    }
+    assert_eq!(fed, [Some(pad.len()); 2]);
+    assert_eq!(answered, [Some(pad.len()); 2]);
+    // The connection is still open: another operation is answered on it.
+    client.subscribe("again", "{ __typename }", json!({})).await;
+    assert_eq!(
+        client.next_data("again").await,
+        json!({ "__typename": "Query" })
+    );
+}
