@@ -1,5 +1,6 @@
 //! Acceptance 1–3 of the subscriptions issue, over real websockets against the real server.
 
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -266,6 +267,55 @@ async fn entity_subscriptions_need_exactly_one_of_id_and_playback_id() {
         client.message().await["payload"][0]["extensions"]["code"],
         "BAD_USER_INPUT"
     );
+}
+
+/// A nested field whose read fails answers that message with the error, beside the rest of its data,
+/// and the subscription goes on: the next change comes as usual.
+#[tokio::test]
+async fn a_nested_read_failing_answers_its_error_and_the_subscription_goes_on() {
+    let app = spawn_app().await;
+    app.deliver_fixture("video.live_stream.created").await;
+    let mut client = admin_client(&app).await;
+    client
+        .subscribe(
+            "stream",
+            "subscription($id: ID) { liveStream(id: $id) { lastEventType recordings { id } } }",
+            json!({ "id": STREAM_ID }),
+        )
+        .await;
+    let last_event = |data: &Value| data["liveStream"]["lastEventType"].clone();
+    assert_eq!(
+        last_event(&client.next_data("stream").await),
+        "video.live_stream.created"
+    );
+
+    // The stream's recordings are read from `media`, which its own events do not write.
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    app.db
+        .execute_unprepared(&rename("media", "media_away"))
+        .await
+        .unwrap();
+    app.deliver_fixture("video.live_stream.preparing").await;
+    let failed = client.message().await;
+    assert_eq!(failed["type"], "next", "{failed}");
+    assert_eq!(
+        last_event(&failed["payload"]["data"]),
+        "video.live_stream.preparing"
+    );
+    assert_eq!(
+        failed["payload"]["errors"][0]["path"],
+        json!(["liveStream", "recordings"]),
+        "{failed}"
+    );
+
+    app.db
+        .execute_unprepared(&rename("media_away", "media"))
+        .await
+        .unwrap();
+    app.deliver_fixture("video.live_stream.connected").await;
+    let next = client.next_data("stream").await;
+    assert_eq!(last_event(&next), "video.live_stream.connected");
+    assert_eq!(next["liveStream"]["recordings"], json!([]));
 }
 
 /// What the engine rejects before any resolver runs gets its code on a websocket too.
