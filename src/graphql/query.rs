@@ -119,7 +119,9 @@ async fn page<E: Listed>(
     let [status, sort, id] = E::COLUMNS;
     let limit = page_size(filter.first)?;
     let mut query = E::find();
-    if !filter.include_deleted {
+    // `DELETED` named in `status` asks for deleted rows, as `includeDeleted` does.
+    let names_deleted = (filter.statuses.iter().flatten()).any(|s| *s == "DELETED");
+    if !filter.include_deleted && !names_deleted {
         query = query.filter(status.ne("DELETED"));
     }
     if let Some(statuses) = filter.statuses {
@@ -221,7 +223,8 @@ impl Query {
         Ok(Some(found.into()))
     }
 
-    /// Media, newest first. `first` is capped at 100. Deleted media only with `includeDeleted`.
+    /// Media, newest first. `first` is capped at 100. Deleted media only with `includeDeleted`, or
+    /// `DELETED` in `status`.
     #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn media_list(
         &self,
@@ -259,7 +262,8 @@ impl Query {
         Ok(Some(stream.into()))
     }
 
-    /// Live streams, newest first. `first` is capped at 100. Deleted streams only with `includeDeleted`.
+    /// Live streams, newest first. `first` is capped at 100. Deleted streams only with `includeDeleted`,
+    /// or `DELETED` in `status`.
     #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn live_streams(
         &self,

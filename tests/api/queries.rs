@@ -334,9 +334,10 @@ async fn get_requests_answer_queries_from_the_query_string() {
 }
 
 /// The list arguments are nullable with defaults (SPEC: `first: Int = 20`, `includeDeleted: Boolean =
-/// false`): `null`, in the document or through a variable, asks for the default.
+/// false`): `null`, in the document or through a variable, asks for the default. `DELETED` in `status`
+/// asks for deleted rows.
 #[tokio::test]
-async fn null_list_arguments_ask_for_their_defaults() {
+async fn list_arguments_null_asks_for_defaults_and_deleted_status_for_deleted_rows() {
     let app = spawn_app().await;
     for n in 1..=25 {
         app.deliver(&media_created(n)).await;
@@ -360,6 +361,14 @@ async fn null_list_arguments_ask_for_their_defaults() {
         everything["mediaList"]["nodes"].as_array().unwrap().len(),
         25
     );
+    // Naming `DELETED` in `status` asks for deleted media, without `includeDeleted`.
+    let deleted = app
+        .query(
+            "{ mediaList(status: [DELETED]) { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(ids(&deleted["mediaList"]["nodes"]), [id(25)]);
     let newest_twenty: Vec<String> = (5..=24).rev().map(id).collect();
     let lists = |f: &str, d: &str| {
         format!(
