@@ -237,6 +237,10 @@ impl Relay {
         let mut listener = PgListener::connect_with(&pool)
             .await
             .map_err(|e| e.to_string())?;
+        // A lost connection ends `try_recv` at once, and this relay connects again and catches up. sqlx's
+        // own reconnect, inside `try_recv`, would be cut short by the idle check below, and the next
+        // round trip would connect quietly, without a catch-up.
+        listener.eager_reconnect(false);
         listener.listen(CHANNEL).await.map_err(|e| e.to_string())?;
         // Listening from here on: whatever committed before is in the log.
         self.catch_up(published, i64::MAX)

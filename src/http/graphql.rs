@@ -1,7 +1,6 @@
 //! `/graphql`: queries over `POST` and `GET ?query=`, subscriptions over a websocket upgrade on `GET`.
 
 use async_graphql::ParseRequestError;
-use async_graphql::Variables;
 use async_graphql::http::{MultipartOptions, WebSocketProtocols, receive_body};
 use async_graphql_axum::GraphQLResponse;
 use axum::Router;
@@ -13,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sea_orm::DbBackend;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::{MAX_BODY_BYTES, body_error};
 use crate::app::AppState;
@@ -141,6 +141,15 @@ async fn get_graphql(State(state): State<AppState>, request: Request) -> Respons
     }
 }
 
+/// A query-string parameter `name` holding a JSON object, read as `T`; an empty one is as none.
+fn json_object<T: DeserializeOwned>(name: &str, text: Option<String>) -> Result<Option<T>, String> {
+    text.filter(|t| !t.is_empty())
+        .map(|t| {
+            serde_json::from_str(&t).map_err(|e| format!("`{name}` is not a JSON object: {e}"))
+        })
+        .transpose()
+}
+
 /// A `GET` request's parameters, as GraphQL over HTTP names them. async-graphql's own reader of the query
 /// string takes `operation_name` instead of `operationName`, and an empty document when `query` is
 /// missing; `operation_name` is still read, for clients written against it.
@@ -156,29 +165,22 @@ struct GetParams {
 /// The GraphQL request in `uri`'s query string; `variables` and `extensions` are JSON objects.
 fn from_query_string(uri: &Uri) -> Result<async_graphql::Request, String> {
     let Query(params) = Query::<GetParams>::try_from_uri(uri).map_err(|e| e.body_text())?;
-    let json = |name: &str, text: Option<String>| {
-        text.filter(|t| !t.is_empty())
-            .map(|t| {
-                serde_json::from_str(&t).map_err(|e| format!("`{name}` is not a JSON object: {e}"))
-            })
-            .transpose()
-    };
     let mut request = async_graphql::Request::new(params.query);
     request.operation_name = params.operation_name;
-    if let Some(variables) = json("variables", params.variables)? {
-        request.variables = Variables::from_json(variables);
+    if let Some(variables) = json_object("variables", params.variables)? {
+        request.variables = variables;
     }
-    if let Some(extensions) = json("extensions", params.extensions)? {
-        request.extensions =
-            serde_json::from_value(extensions).map_err(|e| format!("`extensions`: {e}"))?;
+    if let Some(extensions) = json_object("extensions", params.extensions)? {
+        request.extensions = extensions;
     }
     Ok(request)
 }
 
 /// The largest frame a websocket sends. Frames are written one at a time, each flushed before the next
 /// (`ws::Connection::send_frame`), so this bounds one frame, not a backlog: an event of a webhook body
-/// near [`MAX_BODY_BYTES`], or a large page of a query, must fit in one, or its connection closes. The
-/// buffer grows only as a frame needs it; an idle connection holds none.
+/// near [`MAX_BODY_BYTES`], or a page of a few, must fit in one, or its connection closes. The buffer
+/// grows only as a frame needs it (a connection that never sent a large frame holds no more), and then
+/// keeps that size while the connection lasts.
 const MAX_SENT_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 async fn subscribe(state: AppState, request: Request) -> Response {

@@ -65,7 +65,10 @@ impl Connection {
     async fn send_frame(&mut self, frame: Message) -> Result<(), Close> {
         match within(self.config.send_timeout, self.socket.send(frame)).await {
             Some(Ok(())) => Ok(()),
-            _ => Err(Close(1011, "the peer stopped reading")),
+            _ => Err(Close(
+                1011,
+                "a frame could not be sent: too large, or the peer stopped reading",
+            )),
         }
     }
 

@@ -158,17 +158,22 @@ async fn a_notification_of_a_position_not_in_the_log_holds_nothing_back() {
     };
     let mut on_a = watch(&a).await;
     let mut on_b = watch(&b).await;
+    // A change that reached both: both listeners listen.
+    a.deliver_fixture("video.live_stream.created").await;
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(read(client, 2).await.0, ["video.live_stream.created"]);
+    }
     a.db.execute_unprepared(&format!(
         "NOTIFY {}, '999999'",
         fastpix_sync::events::relay::CHANNEL
     ))
     .await
     .unwrap();
-    a.deliver_fixture("video.live_stream.created").await;
+    a.deliver_fixture("video.live_stream.preparing").await;
     for client in [&mut on_a, &mut on_b] {
         let (statuses, events) = read(client, 2).await;
-        assert_eq!(statuses, ["video.live_stream.created"]);
-        assert_eq!(events, [event_id("video.live_stream.created")]);
+        assert_eq!(statuses, ["video.live_stream.preparing"]);
+        assert_eq!(events, [event_id("video.live_stream.preparing")]);
     }
 }
 
@@ -215,7 +220,7 @@ impl SilencingProxy {
         }
     }
 
-    /// Silences the open connections whose startup message names `application_name`; how many.
+    /// Silences the connections whose startup message names `application_name`; how many.
     fn silence(&self, application_name: &str) -> usize {
         let name = application_name.as_bytes();
         let connections = self.connections.lock().unwrap();
@@ -286,7 +291,7 @@ async fn a_listener_connection_gone_silent_is_replaced_and_misses_nothing() {
     a.deliver_fixture("video.live_stream.created").await;
     assert_eq!(read(&mut on_b, 2).await.0, ["video.live_stream.created"]);
 
-    assert_eq!(proxy.silence(&b.instance), 1, "B's listener connection");
+    assert!(proxy.silence(&b.instance) >= 1, "B's listener connection");
     a.deliver_fixture("video.live_stream.preparing").await;
     let wait = LISTENER_IDLE_CHECK + LISTENER_PING_TIMEOUT + Duration::from_secs(10);
     let first = on_b.recv_within(wait).await;

@@ -292,7 +292,7 @@ async fn pagination_is_newest_first_and_stable_under_inserts() {
 
 /// SPEC §2: `GET /graphql?query=…` answers a query, its `variables` and `operationName` in the query
 /// string too; a `HEAD` is answered as that `GET` is, without the body; without `query`, or with
-/// `variables` that are not JSON, a JSON 400.
+/// `variables` that are not a JSON object, a JSON 400.
 #[tokio::test]
 async fn get_requests_answer_queries_from_the_query_string() {
     let app = spawn_app().await;
@@ -324,8 +324,8 @@ async fn get_requests_answer_queries_from_the_query_string() {
         "application/graphql-response+json"
     );
 
-    let bad_variables = url(&[("query", "{ __typename }"), ("variables", "{not json")]);
-    for request in [url(&[]), bad_variables] {
+    let variables = |v: &str| url(&[("query", "{ __typename }"), ("variables", v)]);
+    for request in [url(&[]), variables("{not json"), variables("[1]")] {
         let refused = app.client.get(request).send().await.unwrap();
         assert_eq!(refused.status(), 400);
         let error: Value = refused.json().await.unwrap();
