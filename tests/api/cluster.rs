@@ -27,16 +27,8 @@ async fn two_instances() -> Option<(TestApp, TestApp)> {
     Some((a, b))
 }
 
-async fn admin(app: &TestApp) -> WsClient {
-    let mut client = WsClient::connect(app, TRANSPORT_WS).await;
-    client
-        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
-        .await;
-    client
-}
-
 async fn watch(app: &TestApp) -> WsClient {
-    let mut client = admin(app).await;
+    let mut client = WsClient::admin(app).await;
     client
         .subscribe(
             "stream",
@@ -322,7 +314,7 @@ async fn a_cursor_from_one_instance_resumes_on_the_other() {
     for name in &names[..3] {
         a.deliver_fixture(name).await;
     }
-    let mut on_a = admin(&a).await;
+    let mut on_a = WsClient::admin(&a).await;
     on_a.subscribe(
         "e",
         "subscription { webhookEvents { id cursor } }",
@@ -343,7 +335,7 @@ async fn a_cursor_from_one_instance_resumes_on_the_other() {
             b.deliver_fixture(name).await
         };
     }
-    let mut on_b = admin(&b).await;
+    let mut on_b = WsClient::admin(&b).await;
     on_b.subscribe(
         "e",
         "subscription($c: String) { webhookEvents(after: $c) { id } }",

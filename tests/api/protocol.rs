@@ -175,10 +175,7 @@ async fn frames_over_one_mebibyte_are_sent_whole() {
         assert_eq!(app.deliver(&body).await.0, 200);
     }
 
-    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
-    client
-        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
-        .await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe(
             "feed",

@@ -31,10 +31,7 @@ async fn pruning_keeps_cursors_resumable_and_replay_exact() {
     let rejected =
         br#"{"id":"old-rejected","type":"video.media.ready","object":{"type":"media"},"data":{}}"#;
     assert_eq!(app.deliver(rejected).await, (200, "rejected".to_owned()));
-    let mut client = WsClient::connect(&app, TRANSPORT_WS).await;
-    client
-        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
-        .await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe(
             "e",
@@ -114,10 +111,7 @@ async fn pruning_keeps_cursors_resumable_and_replay_exact() {
             .map(|e| e.event_id)
             .collect::<Vec<_>>()
     };
-    let mut resumed = WsClient::connect(&app, TRANSPORT_WS).await;
-    resumed
-        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
-        .await;
+    let mut resumed = WsClient::admin(&app).await;
     resumed
         .subscribe(
             "e",

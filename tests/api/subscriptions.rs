@@ -9,14 +9,6 @@ use crate::ws_client::*;
 const STREAM_PLAYBACK: &str = "d4e5f6a7-b8c9-4012-8def-0123456789ab";
 const MEDIA_PLAYBACK: &str = "a1b2c3d4-e5f6-4789-9abc-def012345678";
 
-async fn admin_client(app: &TestApp) -> WsClient {
-    let mut client = WsClient::connect(app, TRANSPORT_WS).await;
-    client
-        .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
-        .await;
-    client
-}
-
 /// The stream's (status, encoderConnected, recording) after each live event of the fixture sequence.
 const STREAM_FRAMES: [(&str, bool, bool); 10] = [
     ("IDLE", false, false),
@@ -63,12 +55,12 @@ fn frame_of(stream: &Value) -> (&str, bool, bool) {
 #[tokio::test]
 async fn live_stream_by_playback_id_follows_the_whole_sequence_then_completes() {
     let app = spawn_app().await;
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     let query = "subscription($p: String) { liveStream(playbackId: $p) { id status encoderConnected recording lastEventType } }";
     client
         .subscribe("s1", query, json!({ "p": STREAM_PLAYBACK }))
         .await;
-    let mut by_id = admin_client(&app).await;
+    let mut by_id = WsClient::admin(&app).await;
     by_id
         .subscribe(
             "s2",
@@ -107,7 +99,7 @@ async fn live_stream_by_playback_id_follows_the_whole_sequence_then_completes() 
 #[tokio::test]
 async fn media_subscription_follows_the_media_then_completes() {
     let app = spawn_app().await;
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe("m", "subscription($p: String) { media(playbackId: $p) { id status title playbackIds { id } } }", json!({ "p": MEDIA_PLAYBACK }))
         .await;
@@ -134,7 +126,7 @@ async fn media_subscription_follows_the_media_then_completes() {
 #[tokio::test]
 async fn a_change_publishes_the_playback_ids_in_their_order_as_loaded() {
     let app = spawn_app().await;
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe(
             "m",
@@ -169,7 +161,7 @@ async fn a_change_publishes_the_playback_ids_in_their_order_as_loaded() {
 #[tokio::test]
 async fn update_feeds_send_every_change_that_passes_their_filter() {
     let app = spawn_app().await;
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe(
             "active",
@@ -229,7 +221,7 @@ async fn an_entity_subscriber_that_joins_midway_gets_the_current_state_first() {
     for name in &LIVE_SEQUENCE[..6] {
         app.deliver_fixture(name).await;
     }
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe("s", "subscription($id: ID) { liveStream(id: $id) { status encoderConnected recording simulcastTargets { status } } }", json!({ "id": STREAM_ID }))
         .await;
@@ -246,7 +238,7 @@ async fn an_entity_subscriber_that_joins_midway_gets_the_current_state_first() {
 #[tokio::test]
 async fn entity_subscriptions_need_exactly_one_of_id_and_playback_id() {
     let app = spawn_app().await;
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe(
             "both",
@@ -275,7 +267,7 @@ async fn entity_subscriptions_need_exactly_one_of_id_and_playback_id() {
 async fn a_nested_read_failing_answers_its_error_and_the_subscription_goes_on() {
     let app = spawn_app().await;
     app.deliver_fixture("video.live_stream.created").await;
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe(
             "stream",
@@ -322,7 +314,7 @@ async fn a_nested_read_failing_answers_its_error_and_the_subscription_goes_on() 
 #[tokio::test]
 async fn an_invalid_subscription_gets_bad_user_input() {
     let app = spawn_app().await;
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     for (id, document) in [
         (
             "unknown-field",
@@ -367,7 +359,7 @@ async fn webhook_events_resume_after_a_disconnect_with_nothing_lost_or_repeated(
     for name in &names[..5] {
         app.deliver_fixture(name).await;
     }
-    let mut first = admin_client(&app).await;
+    let mut first = WsClient::admin(&app).await;
     first.subscribe("e", query, json!({ "after": null })).await;
     let mut seen = read_events(&mut first, "e", 5).await; // replayed from the log
     for name in &names[5..9] {
@@ -384,7 +376,7 @@ async fn webhook_events_resume_after_a_disconnect_with_nothing_lost_or_repeated(
     let app_ref = &app;
     let (mut second, ()) = tokio::join!(
         async {
-            let mut client = admin_client(app_ref).await;
+            let mut client = WsClient::admin(app_ref).await;
             client
                 .subscribe("e", query, json!({ "after": last_cursor }))
                 .await;
@@ -435,7 +427,7 @@ async fn webhook_events_subscription_is_admin_only_and_filters() {
         "{message}"
     );
 
-    let mut admin = admin_client(&app).await;
+    let mut admin = WsClient::admin(&app).await;
     admin
         .subscribe("e", "subscription($o: String) { webhookEvents(types: [\"video.media.ready\", \"video.media.created\"], objectId: $o) { type } }", json!({ "o": MEDIA_ID }))
         .await;
@@ -462,7 +454,7 @@ async fn webhook_events_subscription_is_admin_only_and_filters() {
 async fn a_stream_subscriber_sees_its_simulcast_targets_change() {
     let app = spawn_app().await;
     app.deliver_fixture("video.live_stream.created").await;
-    let mut client = admin_client(&app).await;
+    let mut client = WsClient::admin(&app).await;
     client
         .subscribe("s", "subscription($id: ID) { liveStream(id: $id) { status simulcastTargets { status isEnabled } } }", json!({ "id": STREAM_ID }))
         .await;

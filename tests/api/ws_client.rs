@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::TestApp;
+use crate::helpers::{ADMIN_TOKEN, TestApp};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -31,6 +31,15 @@ pub struct WsClient {
 }
 
 impl WsClient {
+    /// A `graphql-transport-ws` connection, initialised with the admin token.
+    pub async fn admin(app: &TestApp) -> Self {
+        let mut client = Self::connect(app, TRANSPORT_WS).await;
+        client
+            .init(json!({ "authorization": format!("Bearer {ADMIN_TOKEN}") }))
+            .await;
+        client
+    }
+
     pub async fn connect(app: &TestApp, protocol: &str) -> Self {
         let url = format!("{}/graphql", app.address.replacen("http", "ws", 1));
         let mut request = url.into_client_request().unwrap();
