@@ -29,7 +29,7 @@ use super::{Bus, Change, Moved};
 use crate::metrics::Metrics;
 use crate::store::{entities, events};
 use crate::webhook::apply::Changed;
-use crate::webhook::{live, media};
+use crate::webhook::{Outcome, fields, live, media, simulcast};
 
 /// The notification channel.
 pub const CHANNEL: &str = "fastpix_sync_changes";
@@ -392,6 +392,27 @@ pub async fn load_change(
                 moved.extend(target.map(Changed::SimulcastTarget).map(Moved::from));
             }
             _ => {}
+        }
+    } else if event.outcome == Outcome::Stale.as_str()
+        && event.entity_kind.as_deref() == Some("live_stream")
+        && let (Some(id), Some(stale)) = (event.entity_id.as_deref(), events::to_event(&event))
+    {
+        // A late stream event leaves the stream as it was, but may move the simulcast targets it lists
+        // (an `idle`: all of them), as intake published on the instance that stored it. A listed target it
+        // did not move is sent as it is, and its stream's subscribers get the stream's frame again.
+        let listed: Vec<String> = simulcast::listed_targets(&stale.envelope.data)
+            .filter_map(|entry| fields::text(entry, &["simulcastId"]))
+            .collect();
+        let idle = stale.verb() == "idle";
+        if idle || !listed.is_empty() {
+            let targets = entities::targets_of(db, id).await?;
+            moved.extend(
+                targets
+                    .into_iter()
+                    .filter(|target| idle || listed.contains(&target.id))
+                    .map(Changed::SimulcastTarget)
+                    .map(Moved::from),
+            );
         }
     }
     Ok(Some(Arc::new(Change {

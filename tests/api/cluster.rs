@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use fastpix_sync::http::ws::WsConfig;
 use sea_orm::ConnectionTrait;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::ordering::{in_order_events, renamed, rows_of_case};
@@ -303,6 +303,68 @@ async fn a_listener_connection_gone_silent_is_replaced_and_misses_nothing() {
     ids.sort();
     assert_eq!(ids, ["events", "stream"]);
     assert!(on_b.recv_within(Duration::from_millis(300)).await.is_none());
+}
+
+/// The next `liveStream` message of `client` (operation `s`) that `wanted` accepts, skipping the others.
+async fn stream_frame_until(client: &mut WsClient, wanted: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let data = client.next_data("s").await;
+        if wanted(&data["liveStream"]) {
+            return data["liveStream"].clone();
+        }
+    }
+}
+
+/// A late stream event that leaves the stream as it was but moves a simulcast target it lists is stored
+/// `stale`; the subscribers of every instance, not only of the one that stored it, see the target move.
+#[tokio::test]
+async fn a_late_stream_event_that_moves_only_a_target_reaches_every_instance() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let query = "subscription($id: ID) { liveStream(id: $id) { lastEventType simulcastTargets { isEnabled } } }";
+    let mut clients = Vec::new();
+    for app in [&a, &b] {
+        let mut client = WsClient::admin(app).await;
+        client
+            .subscribe("s", query, json!({ "id": STREAM_ID }))
+            .await;
+        clients.push(client);
+    }
+    for name in [
+        "video.live_stream.created",
+        "video.live_stream.simulcast_target.created",
+        "video.live_stream.connected",
+    ] {
+        a.deliver_fixture(name).await;
+    }
+    for client in &mut clients {
+        stream_frame_until(client, |stream| {
+            stream["lastEventType"] == "video.live_stream.connected"
+                && stream["simulcastTargets"] == json!([{ "isEnabled": null }])
+        })
+        .await;
+    }
+
+    // `preparing` came before `connected`; this one lists the target, enabled.
+    let mut late: Value = serde_json::from_slice(&fixture("video.live_stream.preparing")).unwrap();
+    let active: Value = serde_json::from_slice(&fixture("video.live_stream.active")).unwrap();
+    late["data"]["simulcastResponses"] = active["data"]["simulcastResponses"].clone();
+    late["id"] = json!("late-preparing");
+    assert_eq!(
+        a.deliver(&serde_json::to_vec(&late).unwrap()).await,
+        (200, "stale".to_owned())
+    );
+    for client in &mut clients {
+        let stream = stream_frame_until(client, |_| true).await;
+        assert_eq!(
+            stream,
+            json!({
+                "lastEventType": "video.live_stream.connected",
+                "simulcastTargets": [{ "isEnabled": true }]
+            })
+        );
+    }
 }
 
 #[tokio::test]
