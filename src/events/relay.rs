@@ -28,8 +28,8 @@ use sea_orm::{
 use super::{Bus, Change, Moved};
 use crate::metrics::Metrics;
 use crate::store::{entities, events};
-use crate::webhook::apply::Changed;
-use crate::webhook::{Outcome, fields, live, media, simulcast};
+use crate::webhook::apply::{Changed, listed_target_ids};
+use crate::webhook::{Outcome, live, media};
 
 /// The notification channel.
 pub const CHANNEL: &str = "fastpix_sync_changes";
@@ -362,57 +362,51 @@ pub async fn load_change(
         return Ok(None);
     };
     let mut moved = Vec::new();
-    if event.outcome == "applied"
-        && let Some(id) = event.entity_id.as_deref()
+    let kind = event.entity_kind.as_deref().unwrap_or_default();
+    let applied = event.outcome == Outcome::Applied.as_str();
+    // A late stream event is stored `stale`, the stream left as it was, yet it may move the targets it
+    // lists, as intake published on the instance that stored it.
+    let stale_stream = event.outcome == Outcome::Stale.as_str() && kind == "live_stream";
+    if let Some(id) = event.entity_id.as_deref()
+        && (applied || stale_stream)
     {
-        let kind = event.entity_kind.as_deref().unwrap_or_default();
-        let history = events::history_until(db, kind, id, None, Some(position)).await?;
+        let history = || events::history_until(db, kind, id, None, Some(position));
         match kind {
             "media" => moved.extend(
-                media::fold(id, &history)
+                media::fold(id, &history().await?)
                     .map(Changed::Media)
                     .map(Moved::from),
             ),
             "live_stream" => {
-                moved.extend(
-                    live::fold(id, &history)
-                        .map(Changed::LiveStream)
-                        .map(Moved::from),
-                );
-                let targets = entities::targets_of(db, id).await?;
-                moved.extend(
-                    targets
-                        .into_iter()
-                        .map(Changed::SimulcastTarget)
-                        .map(Moved::from),
-                );
+                if applied {
+                    moved.extend(
+                        live::fold(id, &history().await?)
+                            .map(Changed::LiveStream)
+                            .map(Moved::from),
+                    );
+                }
+                // The targets a stream event concerns, as intake's `apply` finds them: those it lists,
+                // and on `idle` all of them. One it did not move is sent as it is.
+                if let Some(stream_event) = events::to_event(&event) {
+                    let listed: Vec<String> = listed_target_ids(&stream_event).collect();
+                    let idle = stream_event.verb() == "idle";
+                    if idle || !listed.is_empty() {
+                        let targets = entities::targets_of(db, id).await?;
+                        moved.extend(
+                            targets
+                                .into_iter()
+                                .filter(|target| idle || listed.contains(&target.id))
+                                .map(Changed::SimulcastTarget)
+                                .map(Moved::from),
+                        );
+                    }
+                }
             }
             "simulcast_target" => {
                 let target = entities::load_target(db, id).await?;
                 moved.extend(target.map(Changed::SimulcastTarget).map(Moved::from));
             }
             _ => {}
-        }
-    } else if event.outcome == Outcome::Stale.as_str()
-        && event.entity_kind.as_deref() == Some("live_stream")
-        && let (Some(id), Some(stale)) = (event.entity_id.as_deref(), events::to_event(&event))
-    {
-        // A late stream event leaves the stream as it was, but may move the simulcast targets it lists
-        // (an `idle`: all of them), as intake published on the instance that stored it. A listed target it
-        // did not move is sent as it is, and its stream's subscribers get the stream's frame again.
-        let listed: Vec<String> = simulcast::listed_targets(&stale.envelope.data)
-            .filter_map(|entry| fields::text(entry, &["simulcastId"]))
-            .collect();
-        let idle = stale.verb() == "idle";
-        if idle || !listed.is_empty() {
-            let targets = entities::targets_of(db, id).await?;
-            moved.extend(
-                targets
-                    .into_iter()
-                    .filter(|target| idle || listed.contains(&target.id))
-                    .map(Changed::SimulcastTarget)
-                    .map(Moved::from),
-            );
         }
     }
     Ok(Some(Arc::new(Change {

@@ -120,7 +120,10 @@ async fn page<E: Listed>(
     let limit = page_size(filter.first)?;
     let mut query = E::find();
     // `DELETED` named in `status` asks for deleted rows, as `includeDeleted` does.
-    let names_deleted = (filter.statuses.iter().flatten()).any(|s| *s == "DELETED");
+    let names_deleted = filter
+        .statuses
+        .as_ref()
+        .is_some_and(|s| s.contains(&"DELETED"));
     if !filter.include_deleted && !names_deleted {
         query = query.filter(status.ne("DELETED"));
     }

@@ -135,7 +135,8 @@ async fn get_graphql(State(state): State<AppState>, request: Request) -> Respons
     match from_query_string(request.uri()) {
         Ok(query) => execute(&state, query, role).await.into_response(),
         Err(error) => ApiError::BadRequest(format!(
-            "GET /graphql needs a `query` parameter (or a websocket upgrade): {error}"
+            "GET /graphql takes a query in its query string (`query`, and `variables` and \
+             `extensions` as JSON objects), or a websocket upgrade: {error}"
         ))
         .into_response(),
     }

@@ -139,7 +139,8 @@ pub fn entities_read(entity: &EntityRef, event: &Event) -> Vec<EntityRef> {
     read
 }
 
-fn listed_target_ids(event: &Event) -> impl Iterator<Item = String> {
+/// The ids of the simulcast targets a stream event lists in `simulcastResponses`.
+pub fn listed_target_ids(event: &Event) -> impl Iterator<Item = String> {
     listed_targets(&event.envelope.data).filter_map(|entry| fields::text(entry, &["simulcastId"]))
 }
 
